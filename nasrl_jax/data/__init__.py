@@ -1,0 +1,54 @@
+"""The data layer: sources -> preprocessing -> Dataset; subject folds; class balancing.
+
+`load(config.data)` returns a `Dataset` (host numpy, loaded once) whatever the source:
+  synthetic  the embedded B-mode simulator (ULTRASOUND_PHYSICS.md), cached on disk;
+  manifest   a folder of PNG/JPEG/BMP/TIFF images + CSV (path, subject_id, cap|label, ...);
+  byra_mat   the public Byra et al. 2018 .mat dataset;
+  dicom      a folder of DICOM files + a labels CSV.
+"""
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """All images of a study, preprocessed, in host memory.
+
+  Attributes:
+    images: uint8[N, H, W, 1] grayscale, already cropped and resized to image_size.
+    label: int32[N]; 0 normal (S0), 1 fatty (binary) or grade 0..3 (grade mode).
+    cap: float32[N] measured CAP in dB/m (nan where unknown).
+    subject_id: str[N] (numpy unicode array); splits are grouped by it.
+    device: str[N] (numpy unicode array); '' where unknown.
+    true_cap: float32[N] simulator ground truth (nan for real data).
+    name: short description of the source for reports.
+  """
+  images: np.ndarray
+  label: np.ndarray
+  cap: np.ndarray
+  subject_id: np.ndarray
+  device: np.ndarray
+  true_cap: np.ndarray
+  name: str = ""
+
+  def __len__(self):
+    return int(self.images.shape[0])
+
+  @property
+  def num_subjects(self) -> int:
+    return int(np.unique(self.subject_id).size)
+
+  def summary(self) -> dict:
+    """Counts for reports: images, subjects, per-label and per-device image counts."""
+    labels, counts = np.unique(self.label, return_counts=True)
+    devices, dcounts = np.unique(self.device, return_counts=True)
+    return {
+        "name": self.name,
+        "images": len(self),
+        "subjects": self.num_subjects,
+        "image_shape": list(self.images.shape[1:]),
+        "labels": {str(int(l)): int(c) for l, c in zip(labels, counts)},
+        "devices": {str(d): int(c) for d, c in zip(devices, dcounts)},
+    }

@@ -52,3 +52,27 @@ class Dataset:
         "labels": {str(int(l)): int(c) for l, c in zip(labels, counts)},
         "devices": {str(d): int(c) for d, c in zip(devices, dcounts)},
     }
+
+
+SOURCES = ("synthetic", "manifest", "byra_mat", "dicom")
+
+
+def load(data_cfg) -> Dataset:
+  """Loads the dataset named by `data_cfg.source` (see the module docstring).
+
+  Raises:
+    UserInputError: an unknown source or bad input (one line naming what is wrong).
+  """
+  from nasrl_jax.errors import UserInputError
+  source = data_cfg.source
+  if source == "synthetic":
+    from nasrl_jax.data import synthetic as mod
+  elif source == "manifest":
+    from nasrl_jax.data import manifest as mod
+  elif source == "byra_mat":
+    from nasrl_jax.data import byra as mod
+  elif source == "dicom":
+    from nasrl_jax.data import dicom as mod
+  else:
+    raise UserInputError(f"config.data.source={source!r}: choose one of {', '.join(SOURCES)}")
+  return mod.load(data_cfg)

@@ -26,6 +26,7 @@ import optax
 
 from nasrl_jax import child as child_lib
 from nasrl_jax import space as space_lib
+from nasrl_jax.data import balance
 
 
 class ChildTrainingError(RuntimeError):
@@ -101,12 +102,6 @@ class TrainResult:
   train_seconds: float
 
 
-def _rot90_batch(x, k):
-  """Rotates each square image x[i] ([H, W, C]) by k[i] quarter turns."""
-  rots = jnp.stack([jnp.rot90(x, r, axes=(1, 2)) for r in range(4)])  # [4, B, H, W, C]
-  return jnp.take_along_axis(rots, k[None, :, None, None, None], axis=0)[0]
-
-
 def default_epoch_loop(backend: str) -> str:
   """`steps` on CPU (a scanned epoch ran 7-47x slower there); `steps` elsewhere until measured."""
   del backend
@@ -159,7 +154,7 @@ class Trainer:
     perm = jax.random.permutation(jax.random.fold_in(state["key"], epoch), self.num_train)
     rows = jax.lax.dynamic_slice(perm, (row * self.batch_size,), (self.batch_size,))
     idx = tidx[rows]
-    x = _rot90_batch(images[idx], trot[rows])
+    x = balance.rotate_batch(images[idx], trot[rows])
     y = labels[idx]
     w = tw[rows]
     dkey = jax.random.fold_in(jax.random.fold_in(state["key"], 1_000_003), step)

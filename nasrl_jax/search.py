@@ -1,0 +1,407 @@
+"""The search loop: REINFORCE controller (or random search) over child architectures, with resume.
+
+Per controller step (eq. (4) of the paper): sample m architectures from the controller (one
+jitted, vmapped call), evaluate them (train each child on the search split; its reward is the best
+validation accuracy), apply the REINFORCE update with the EMA baseline, then append one JSON line per
+child to `workdir/history.jsonl`, one line per step to `workdir/steps.jsonl`, and checkpoint the
+controller state (Orbax). `strategy = random` replaces the controller by uniform sampling with the
+same budget and the same history format.
+
+Evaluator protocol: any callable taking a list of Architecture and returning, per architecture,
+either a float reward or a `ChildResult`. `ChildEvaluator` trains children on a split.
+
+Resume: rerunning with the same workdir restores the controller from its latest good checkpoint,
+reuses history lines of children already evaluated (also those of the interrupted step, so they are
+not retrained), redoes the interrupted controller step and goes on. Sampling keys are
+`fold_in(seed key, step)`, so a resumed run samples exactly what an uninterrupted run would.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from nasrl_jax import child as child_lib
+from nasrl_jax import controller as controller_lib
+from nasrl_jax import reinforce
+from nasrl_jax import space as space_lib
+from nasrl_jax import train as train_lib
+from nasrl_jax.errors import UserInputError
+
+
+class SearchAborted(RuntimeError):
+  """Too many children failed in a row."""
+
+
+@dataclasses.dataclass
+class ChildResult:
+  """An evaluated child, as the evaluator returns it."""
+  val_acc: Sequence[float] = ()  # Validation accuracy per epoch.
+  best_val_loss: float = float("nan")
+  best_epoch: int = -1
+  params: int = 0
+  flops: int = 0
+  compile_seconds: float = 0.0
+  train_seconds: float = 0.0
+  status: str = "ok"  # ok | failed
+  error: str = ""  # Error class and message when failed.
+  weights: object = None  # (params, batch_stats) at the best val loss; not written to history.
+  reward: Optional[float] = None  # Set by evaluators that score directly (no reward transform).
+
+
+@dataclasses.dataclass
+class ChildRecord:
+  """One line of history.jsonl."""
+  step: int
+  child: int  # Index within the step.
+  index: int  # Global child index (step * m + child).
+  strategy: str
+  architecture: space_lib.Architecture
+  actions: list
+  reward: float
+  best_val_acc: float
+  best_val_loss: float
+  best_epoch: int
+  val_acc: list
+  params: int
+  flops: int
+  compile_seconds: float
+  train_seconds: float
+  status: str  # ok | failed | memo (same architecture trained earlier: result reused)
+  error: str = ""
+
+  def to_json(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["architecture"] = str(self.architecture)
+    d["kernels"] = list(self.architecture.kernels)
+    d["filters"] = list(self.architecture.filters)
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+
+  @classmethod
+  def from_json(cls, d: dict) -> "ChildRecord":
+    d = dict(d)
+    arch = space_lib.Architecture.from_string(d.pop("architecture"))
+    d.pop("kernels", None)
+    d.pop("filters", None)
+    for k in ("reward", "best_val_acc", "best_val_loss"):
+      d[k] = float("nan") if d.get(k) is None else float(d[k])
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(architecture=arch, **{k: v for k, v in d.items() if k in fields})
+
+
+@dataclasses.dataclass
+class SearchResult:
+  history: list  # ChildRecord per child, in order.
+  steps: list  # Per-step dicts: mean_reward, baseline, entropy, best_so_far, ...
+  wall_seconds: float
+  strategy: str
+
+  def best(self, top_k: int = 1) -> list:
+    """Best records by reward (ties: fewer parameters, then earlier), unique architectures."""
+    seen, out = set(), []
+    ok = [r for r in self.history if r.status != "failed" and np.isfinite(r.reward)]
+    for r in sorted(ok, key=lambda r: (-r.reward, r.params, r.index)):
+      if r.architecture not in seen:
+        seen.add(r.architecture)
+        out.append(r)
+    return out[:top_k]
+
+  def summary(self) -> dict:
+    """Cost figures for the report."""
+    recs = self.history
+    compile_s = float(sum(r.compile_seconds for r in recs if r.status == "ok"))
+    train_s = float(sum(r.train_seconds for r in recs if r.status == "ok"))
+    best = self.best(1)
+    return {
+        "children": len(recs), "steps": len(self.steps), "wall_seconds": self.wall_seconds,
+        "compile_seconds": compile_s, "train_seconds": train_s,
+        "compile_share": compile_s / self.wall_seconds if self.wall_seconds > 0 else None,
+        "memo_hits": sum(r.status == "memo" for r in recs),
+        "failed": sum(r.status == "failed" for r in recs),
+        "best": ({"architecture": str(best[0].architecture), "reward": best[0].reward,
+                  "params": best[0].params} if best else None),
+        "per_step": self.steps,
+        "rewards": [r.reward for r in recs],
+    }
+
+
+# ---------------------------------------------------------------------------- history files
+
+
+def read_jsonl(path) -> list:
+  """Reads a JSON-lines file, ignoring a torn last line (a crash mid-write)."""
+  if not os.path.exists(path):
+    return []
+  out = []
+  with open(path, encoding="utf-8") as f:
+    lines = f.read().split("\n")
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      out.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i >= len(lines) - 2:  # Only the last line may be torn.
+        logging.warning("ignoring a torn last line of %s", path)
+        break
+      raise
+  return out
+
+
+def _rewrite_jsonl(path, rows: list) -> None:
+  """Atomically rewrites a JSON-lines file (used once at resume to drop a torn line)."""
+  from nasrl_jax import io_utils
+  io_utils.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _append_jsonl(path, rows: list) -> None:
+  """Appends complete lines with one write + fsync (a crash leaves at most one torn line)."""
+  with open(path, "a", encoding="utf-8") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in rows))
+    f.flush()
+    os.fsync(f.fileno())
+
+
+# ---------------------------------------------------------------------------- progress
+
+
+class _Progress:
+  """tqdm bar on a terminal; plain periodic log lines otherwise."""
+
+  def __init__(self, total, desc, every_s):
+    self.tty = sys.stderr.isatty()
+    self.bar = tqdm.tqdm(total=total, desc=desc, disable=not self.tty, dynamic_ncols=True)
+    self.total, self.desc, self.every_s = total, desc, every_s
+    self.t0 = time.time()
+    self.last = 0.0
+    self.n = 0
+
+  def update(self, n, best):
+    self.n += n
+    self.bar.update(n)
+    self.bar.set_postfix(best=f"{best:.4f}")
+    now = time.time()
+    if not self.tty and (now - self.last >= self.every_s or self.n == self.total):
+      self.last = now
+      el = now - self.t0
+      eta = el / max(self.n, 1) * (self.total - self.n)
+      logging.info("%s: %d/%d children, best reward %.4f, %.0fs elapsed, ETA %.0fs",
+                   self.desc, self.n, self.total, best, el, eta)
+
+  def close(self):
+    self.bar.close()
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+def _normalise(result, arch) -> ChildResult:
+  if isinstance(result, ChildResult):
+    return result
+  r = float(result)
+  return ChildResult(val_acc=(r,), reward=r, status="ok" if np.isfinite(r) else "failed",
+                     error="" if np.isfinite(r) else "NonFiniteReward")
+
+
+def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[str] = None,
+               seed: Optional[int] = None, on_child: Optional[Callable] = None) -> SearchResult:
+  """Runs (or resumes) a search; see the module docstring.
+
+  Args:
+    config: the experiment ConfigDict (uses space, controller, search, seed, log_every_s).
+    evaluator: list[Architecture] -> list[float | ChildResult].
+    workdir: folder for history.jsonl, steps.jsonl and controller checkpoints.
+    strategy: overrides config.search.strategy (reinforce | random).
+    seed: overrides config.seed.
+    on_child: optional callback(record, child_result) after each evaluated child (e.g. to
+      checkpoint the weights of the top-k children).
+
+  Returns:
+    SearchResult with the history of every child.
+  """
+  from nasrl_jax import checkpoint as ckpt_lib
+  strategy = strategy or config.search.strategy
+  if strategy not in ("reinforce", "random"):
+    raise UserInputError(f"config.search.strategy={strategy!r}: use reinforce or random")
+  seed = int(config.seed if seed is None else seed)
+  sp = space_lib.SearchSpace.from_config(config.space)
+  m, num_steps = int(config.search.children_per_step), int(config.search.num_steps)
+  if m < 1 or num_steps < 1:
+    raise UserInputError("config.search.children_per_step and num_steps must be >= 1")
+  os.makedirs(workdir, exist_ok=True)
+  hist_path = os.path.join(workdir, "history.jsonl")
+  steps_path = os.path.join(workdir, "steps.jsonl")
+  t_start = time.time()
+
+  # Previous progress (resume).
+  old = [ChildRecord.from_json(d) for d in read_jsonl(hist_path)]
+  old_steps = read_jsonl(steps_path)
+  _rewrite_jsonl(hist_path, [r.to_json() for r in old])  # Drops a torn line, if any.
+  _rewrite_jsonl(steps_path, old_steps)
+  done = {(r.step, r.child): r for r in old}
+  memo = {}
+  for r in old:
+    if r.status in ("ok", "memo"):
+      memo.setdefault(r.architecture, r)
+
+  key = jax.random.key(seed)
+  ctrl_key, sample_key = jax.random.split(key)
+  ckpt = None
+  start_step = 0
+  if strategy == "reinforce":
+    graphdef, params, rest = controller_lib.init(config.controller, sp, ctrl_key)
+    sampler = controller_lib.make_sampler(graphdef, rest, sp.num_decisions, config.controller)
+    log_prob_fn = controller_lib.make_log_prob(graphdef, rest, config.controller)
+    optimizer = reinforce.make_optimizer(config.controller)
+    update = reinforce.make_update(log_prob_fn, optimizer, config.controller)
+    state = reinforce.init_state(params, optimizer)
+    ckpt = ckpt_lib.ControllerCheckpointer(os.path.join(workdir, "controller"), max_to_keep=3)
+    restored = ckpt.restore(state)
+    if restored is not None:
+      start_step, state, _ = restored
+      state = reinforce.ControllerState(*state)
+      logging.info("resuming the controller after step %d", start_step - 1)
+  else:
+    start_step = len(old_steps)
+  steps = old_steps[:start_step]
+  history = [r for r in old if r.step < start_step]
+  best_so_far = max([r.reward for r in history if np.isfinite(r.reward)], default=-np.inf)
+  failures_in_row = 0
+  for r in history:
+    failures_in_row = failures_in_row + 1 if r.status == "failed" else 0
+
+  progress = _Progress(num_steps * m, f"search[{strategy}]", float(config.log_every_s))
+  progress.update(len(history), best_so_far if history else 0.0)
+  try:
+    for step in range(start_step, num_steps):
+      skey = jax.random.fold_in(sample_key, step)
+      if strategy == "reinforce":
+        actions, _, _ = sampler(state.params, jax.random.split(skey, m))
+        actions = np.asarray(jax.device_get(actions))
+      else:
+        actions = np.stack([sp.sample_actions(k) for k in jax.random.split(skey, m)])
+      archs = [sp.decode(a) for a in actions]
+
+      # Children already evaluated (this step before a crash, or the same architecture earlier).
+      records = [None] * m
+      todo = []
+      for k, arch in enumerate(archs):
+        prev = done.get((step, k))
+        if prev is not None and prev.architecture == arch:
+          records[k] = prev
+        elif config.search.memo and arch in memo:
+          src = memo[arch]
+          records[k] = dataclasses.replace(
+              src, step=step, child=k, index=step * m + k, strategy=strategy, actions=list(map(int, actions[k])),
+              compile_seconds=0.0, train_seconds=0.0, status="memo", error="")
+        else:
+          todo.append(k)
+      new_rows = [records[k].to_json() for k in range(m)
+                  if records[k] is not None and (step, k) not in done]
+      if new_rows:
+        _append_jsonl(hist_path, new_rows)
+      # Evaluate the rest one by one, so each finished child is written before the next starts.
+      for k in todo:
+        res = _normalise(evaluator([archs[k]])[0], archs[k])
+        if res.status != "ok":
+          reward = float(config.search.failed_reward)
+        elif res.reward is not None:
+          reward = res.reward
+        else:
+          reward = reinforce.transform_reward(res.val_acc, res.params, config.controller)
+        rec = ChildRecord(
+            step=step, child=k, index=step * m + k, strategy=strategy, architecture=archs[k],
+            actions=list(map(int, actions[k])), reward=float(reward),
+            best_val_acc=float(max(res.val_acc)) if len(res.val_acc) else float("nan"),
+            best_val_loss=float(res.best_val_loss), best_epoch=int(res.best_epoch),
+            val_acc=[float(v) for v in res.val_acc], params=int(res.params), flops=int(res.flops),
+            compile_seconds=float(res.compile_seconds), train_seconds=float(res.train_seconds),
+            status=res.status, error=res.error)
+        records[k] = rec
+        _append_jsonl(hist_path, [rec.to_json()])
+        if rec.status == "ok":
+          memo.setdefault(rec.architecture, rec)
+        if on_child is not None:
+          on_child(rec, res)
+        res.weights = None  # Free device memory early.
+      for rec in records:
+        if rec.status == "failed":
+          failures_in_row += 1
+          logging.warning("child %d (%s) failed: %s", rec.index, rec.architecture, rec.error)
+          if failures_in_row > int(config.search.max_failures_in_row):
+            raise SearchAborted(
+                f"{failures_in_row} children failed in a row (config.search.max_failures_in_row="
+                f"{config.search.max_failures_in_row}); last error: {rec.error}")
+        else:
+          failures_in_row = 0
+      rewards = np.asarray([r.reward for r in records], np.float32)
+      history.extend(records)
+      best_so_far = max(best_so_far, float(rewards.max()))
+      row = {"step": step, "mean_reward": float(rewards.mean()), "max_reward": float(rewards.max()),
+             "best_so_far": best_so_far, "baseline": None, "entropy": None, "loss": None}
+      if strategy == "reinforce":
+        state, metrics = update(state, jnp.asarray(actions), jnp.asarray(rewards))
+        metrics = jax.device_get(metrics)
+        row.update(baseline=float(metrics["baseline"]), baseline_used=float(metrics["baseline_used"]),
+                   entropy=float(metrics["entropy"]), loss=float(metrics["loss"]))
+        ckpt.save(step + 1, state, {"history_len": len(history), "step": step})
+        ckpt.wait()
+      _append_jsonl(steps_path, [row])
+      steps.append(row)
+      progress.update(len(todo) + sum(1 for k in range(m) if k not in todo), best_so_far)
+  finally:
+    progress.close()
+    if ckpt is not None:
+      ckpt.close()
+  return SearchResult(history, steps, time.time() - t_start, strategy)
+
+
+# ---------------------------------------------------------------------------- child evaluator
+
+
+class ChildEvaluator:
+  """Trains each child on one split (the search fold's train/val parts) and scores it.
+
+  Failures are isolated: a child whose loss is non-finite, that runs out of memory or that raises
+  anything else comes back as a failed ChildResult with the error class; the search goes on.
+  """
+
+  def __init__(self, config, data: train_lib.DeviceData, split: train_lib.Split,
+               input_shape, num_classes, num_train, num_eval, keep_weights=False):
+    self.config, self.data, self.split = config, data, split
+    self.spec = child_lib.ChildSpec.from_config(config, input_shape, num_classes)
+    self.num_train, self.num_eval = num_train, num_eval
+    self.keep_weights = keep_weights
+    self.seed = int(config.seed)  # Same init/order seed for every child: a fair comparison.
+
+  def trainer(self, arch) -> train_lib.Trainer:
+    return train_lib.Trainer(arch, self.spec, self.config.train, self.num_train, self.num_eval,
+                             self.data)
+
+  def evaluate_one(self, arch) -> ChildResult:
+    params = child_lib.count_params(
+        arch, self.spec.input_shape, self.spec.num_classes, self.spec.head, self.spec.batch_norm,
+        self.spec.dense_units, self.spec.width_multiplier)
+    flops = child_lib.count_flops(arch, self.spec)
+    try:
+      res = self.trainer(arch).fit(self.seed, self.split)
+    except Exception as e:  # pylint: disable=broad-except  (fault isolation, see docstring)
+      logging.warning("child %s failed: %s: %s", arch, type(e).__name__, str(e)[:300])
+      return ChildResult(params=params, flops=flops, status="failed",
+                         error=f"{type(e).__name__}: {str(e)[:300]}")
+    return ChildResult(val_acc=tuple(float(v) for v in res.val_acc),
+                       best_val_loss=res.best_val_loss, best_epoch=res.best_epoch, params=params,
+                       flops=flops, compile_seconds=res.compile_seconds,
+                       train_seconds=res.train_seconds,
+                       weights=(res.params, res.batch_stats) if self.keep_weights else None)
+
+  def __call__(self, archs):
+    return [self.evaluate_one(a) for a in archs]

@@ -77,12 +77,12 @@ class BatchNorm(nnx.Module):
       mean = xf.mean(axis=(0, 1, 2))
       var = jnp.maximum((xf * xf).mean(axis=(0, 1, 2)) - mean * mean, 0.0)
       m = self.momentum
-      self.mean.value = m * self.mean.value + (1 - m) * mean
-      self.var.value = m * self.var.value + (1 - m) * var
+      self.mean[...] = m * self.mean[...] + (1 - m) * mean
+      self.var[...] = m * self.var[...] + (1 - m) * var
     else:
-      mean, var = self.mean.value, self.var.value
-    mul = self.scale.value * jax.lax.rsqrt(var + self.epsilon)
-    y = x * mul.astype(x.dtype) + (self.bias.value - mean * mul).astype(x.dtype)
+      mean, var = self.mean[...], self.var[...]
+    mul = self.scale[...] * jax.lax.rsqrt(var + self.epsilon)
+    y = x * mul.astype(x.dtype) + (self.bias[...] - mean * mul).astype(x.dtype)
     return y if self.dtype is None else y.astype(self.dtype)
 
 

@@ -77,8 +77,10 @@ class BatchNorm(nnx.Module):
       mean = xf.mean(axis=(0, 1, 2))
       var = jnp.maximum((xf * xf).mean(axis=(0, 1, 2)) - mean * mean, 0.0)
       m = self.momentum
-      self.mean[...] = m * self.mean[...] + (1 - m) * mean
-      self.var[...] = m * self.var[...] + (1 - m) * var
+      # set_value replaces the Variable's array (item assignment would write into the array
+      # shared with the caller's State outside jit).
+      self.mean.set_value(m * self.mean[...] + (1 - m) * mean)
+      self.var.set_value(m * self.var[...] + (1 - m) * var)
     else:
       mean, var = self.mean[...], self.var[...]
     mul = self.scale[...] * jax.lax.rsqrt(var + self.epsilon)

@@ -80,7 +80,7 @@ def make_update(log_prob_fn, optimizer, ctrl_cfg):
     new_state = ControllerState(params, opt_state, new_baseline, state.step + 1)
     metrics = {"loss": loss, "baseline_used": baseline, "baseline": new_baseline,
                "mean_reward": mean_r, "entropy": jnp.mean(aux["entropy"]),
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.tree.norm(grads)}
     return new_state, metrics
 
   return update

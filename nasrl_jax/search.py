@@ -290,49 +290,43 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
         actions = np.stack([sp.sample_actions(k) for k in jax.random.split(skey, m)])
       archs = [sp.decode(a) for a in actions]
 
-      # Children already evaluated (this step before a crash, or the same architecture earlier).
-      records = [None] * m
-      todo = []
+      # Children in order; reuse those already evaluated (this step before a crash, or the same
+      # architecture earlier: the memo) and write each new line before the next child starts.
+      records = []
       for k, arch in enumerate(archs):
         prev = done.get((step, k))
         if prev is not None and prev.architecture == arch:
-          records[k] = prev
+          rec = prev
         elif config.search.memo and arch in memo:
-          src = memo[arch]
-          records[k] = dataclasses.replace(
-              src, step=step, child=k, index=step * m + k, strategy=strategy, actions=list(map(int, actions[k])),
-              compile_seconds=0.0, train_seconds=0.0, status="memo", error="")
+          rec = dataclasses.replace(
+              memo[arch], step=step, child=k, index=step * m + k, strategy=strategy,
+              actions=list(map(int, actions[k])), compile_seconds=0.0, train_seconds=0.0,
+              status="memo", error="")
         else:
-          todo.append(k)
-      new_rows = [records[k].to_json() for k in range(m)
-                  if records[k] is not None and (step, k) not in done]
-      if new_rows:
-        _append_jsonl(hist_path, new_rows)
-      # Evaluate the rest one by one, so each finished child is written before the next starts.
-      for k in todo:
-        res = _normalise(evaluator([archs[k]])[0], archs[k])
-        if res.status != "ok":
-          reward = float(config.search.failed_reward)
-        elif res.reward is not None:
-          reward = res.reward
-        else:
-          reward = reinforce.transform_reward(res.val_acc, res.params, config.controller)
-        rec = ChildRecord(
-            step=step, child=k, index=step * m + k, strategy=strategy, architecture=archs[k],
-            actions=list(map(int, actions[k])), reward=float(reward),
-            best_val_acc=float(max(res.val_acc)) if len(res.val_acc) else float("nan"),
-            best_val_loss=float(res.best_val_loss), best_epoch=int(res.best_epoch),
-            val_acc=[float(v) for v in res.val_acc], params=int(res.params), flops=int(res.flops),
-            compile_seconds=float(res.compile_seconds), train_seconds=float(res.train_seconds),
-            status=res.status, error=res.error)
-        records[k] = rec
-        _append_jsonl(hist_path, [rec.to_json()])
-        if rec.status == "ok":
-          memo.setdefault(rec.architecture, rec)
-        if on_child is not None:
-          on_child(rec, res)
-        res.weights = None  # Free device memory early.
-      for rec in records:
+          res = _normalise(evaluator([arch])[0], arch)
+          if res.status != "ok":
+            reward = float(config.search.failed_reward)
+          elif res.reward is not None:
+            reward = res.reward
+          else:
+            reward = reinforce.transform_reward(res.val_acc, res.params, config.controller)
+          rec = ChildRecord(
+              step=step, child=k, index=step * m + k, strategy=strategy, architecture=arch,
+              actions=list(map(int, actions[k])), reward=float(reward),
+              best_val_acc=float(max(res.val_acc)) if len(res.val_acc) else float("nan"),
+              best_val_loss=float(res.best_val_loss), best_epoch=int(res.best_epoch),
+              val_acc=[float(v) for v in res.val_acc], params=int(res.params),
+              flops=int(res.flops), compile_seconds=float(res.compile_seconds),
+              train_seconds=float(res.train_seconds), status=res.status, error=res.error)
+          if rec.status == "ok":
+            memo.setdefault(arch, rec)
+          if on_child is not None:
+            on_child(rec, res)
+          res.weights = None  # Free device memory early.
+        if (step, k) not in done:
+          _append_jsonl(hist_path, [rec.to_json()])
+        records.append(rec)
+        progress.update(1, max(best_so_far, rec.reward))
         if rec.status == "failed":
           failures_in_row += 1
           logging.warning("child %d (%s) failed: %s", rec.index, rec.architecture, rec.error)
@@ -356,7 +350,6 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
         ckpt.wait()
       _append_jsonl(steps_path, [row])
       steps.append(row)
-      progress.update(len(todo) + sum(1 for k in range(m) if k not in todo), best_so_far)
   finally:
     progress.close()
     if ckpt is not None:

@@ -1,0 +1,93 @@
+"""End to end: launch.py on the tiny config, resume, and refusal of bad configs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _launch(workdir, *flags, cache_dir):
+  cmd = [sys.executable, os.path.join(ROOT, "launch.py"),
+         "--config=" + os.path.join(ROOT, "configs/fatty_liver.py:tiny"), f"--workdir={workdir}",
+         f"--config.data.cache_dir={cache_dir}", *flags]
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+  base = tmp_path_factory.mktemp("pipeline")
+  w = base / "w"
+  p = _launch(w, cache_dir=base / "cache")
+  assert p.returncode == 0, p.stderr[-3000:]
+  return base, w
+
+
+def test_outputs_and_report(tiny_run):
+  _, w = tiny_run
+  for f in ("report.md", "report.json", "table1.csv", "folds.json", "config.json",
+            "search/history.jsonl", "random_search/history.jsonl"):
+    assert (w / f).exists(), f
+  for plot in ("search_rewards.png", "roc.png", "confusion.png", "architectures.png"):
+    assert (w / "plots" / plot).stat().st_size > 5000
+  rep = json.loads((w / "report.json").read_text())
+  names = [m["name"] for m in rep["models"]]
+  assert set(names) == {"NASRL", "VGG19", "RandomSearch"}
+  cfg = json.loads((w / "config.json").read_text())
+  for m in rep["models"]:
+    assert len(m["folds"]) == cfg["data"]["num_folds"] == 3
+    for k in ("accuracy", "sensitivity", "specificity", "auroc"):
+      assert set(m[k]) >= {"mean", "std"}
+    assert m["params"] > 0 and m["fps"] > 0
+  vgg = next(m for m in rep["models"] if m["name"] == "VGG19")
+  assert vgg["architecture"].startswith("3x64 3x64 | 3x128")
+  hist = [json.loads(l) for l in (w / "search/history.jsonl").read_text().splitlines()]
+  assert len(hist) == cfg["search"]["num_steps"] * cfg["search"]["children_per_step"]
+  assert "python" in (w / "report.md").read_text()
+  for name in names:
+    assert (w / "models" / name).is_dir()
+
+
+def test_search_never_saw_a_test_index(tiny_run):
+  """folds.json: parts disjoint by subject, tests partition the images; the search used fold f."""
+  _, w = tiny_run
+  folds = json.loads((w / "folds.json").read_text())
+  sid = folds["subject_id"]
+  tests = sorted(i for f in folds["folds"] for i in f["test"])
+  assert tests == list(range(len(sid)))
+  for f in folds["folds"]:
+    parts = [set(sid[i] for i in f[p]) for p in ("train", "val", "test")]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+  rep = json.loads((w / "report.json").read_text())
+  f = folds["folds"][rep["data"]["search_fold"]]
+  saw = rep["data"]["search_saw"]
+  assert saw["train_images"] == len(f["train"]) and saw["val_images"] == len(f["val"])
+
+
+def test_rerun_resumes_without_retraining(tiny_run):
+  base, w = tiny_run
+  before = (w / "search/history.jsonl").read_text()
+  cv_before = {p: p.stat().st_mtime_ns for p in (w / "cv").rglob("fold_*.json")}
+  p = _launch(w, cache_dir=base / "cache")
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert (w / "search/history.jsonl").read_text() == before
+  assert {p: p.stat().st_mtime_ns for p in (w / "cv").rglob("fold_*.json")} == cv_before
+
+
+def test_incompatible_resume_is_refused(tiny_run):
+  base, w = tiny_run
+  p = _launch(w, "--config.seed=3", "--config.train.epochs=5", cache_dir=base / "cache")
+  assert p.returncode == 2
+  err = p.stderr.strip().splitlines()[-1]
+  assert "seed" in err and "train.epochs" in err and "Traceback" not in p.stderr
+
+
+def test_bad_config_is_one_clear_line(tmp_path):
+  p = _launch(tmp_path / "w", "--config.data.source=pacs", cache_dir=tmp_path / "c")
+  assert p.returncode == 2
+  assert p.stderr.strip().splitlines()[-1].startswith("error: config.data.source='pacs'")
+  assert "Traceback" not in p.stderr
+  assert not (tmp_path / "w" / "config.json").exists()

@@ -120,6 +120,7 @@ def get_config(arg=None):
   se.failed_reward = 0.0  # Reward given to a child that failed (NaN, OOM, exception).
   se.memo = True  # Do not retrain an architecture already trained with the same setup.
   se.aot_compile = "auto"  # Compile upcoming children in threads: on | off | auto (cores>4).
+  se.max_devices = 0  # Local devices training children concurrently (0 = all local devices).
 
   # ---------------------------------------------------------------- evaluation
   c.eval = ev = ml_collections.ConfigDict()

@@ -34,7 +34,7 @@ from nasrl_jax.errors import UserInputError
 # Config fields that may change between a run and its resume without changing the experiment.
 HARMLESS_FIELDS = ("variant", "log_every_s", "compile_cache_dir", "data.cache_dir",
                    "eval.fps_iters", "eval.throughput_batch", "search.aot_compile",
-                   "train.epoch_loop", "eval.models")
+                   "search.max_devices", "train.epoch_loop", "eval.models")
 
 
 class _QuietOrbax(logging.Filter):
@@ -152,7 +152,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> d
     if not 0 <= fold_f < len(folds):
       raise UserInputError(f"config.search.fold={fold_f} is outside 0..{len(folds) - 1}")
     logging.info("%s", dataset.summary())
-  io_utils.atomic_write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
+  if jax.process_index() == 0:
+    io_utils.atomic_write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
 
   labels = np.asarray(dataset.label)
   sizes = evaluate.padded_sizes(folds, labels, config)
@@ -163,25 +164,38 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> d
   sp = space_lib.SearchSpace.from_config(config.space)
 
   # ---------------------------------------------------------------- searches
+  devices = jax.local_devices()
+  if config.search.max_devices:
+    devices = devices[:int(config.search.max_devices)]
+  processes = jax.process_count()
+  writer = jax.process_index() == 0
+
   def run_one(strategy, seed, subdir):
-    store = ckpt_lib.ModelStore(os.path.join(workdir, subdir, "children"),
-                                max_to_keep=int(config.search.top_k))
+    # The top-k children's weights are kept in single-process runs only: in a multi-process run
+    # each process holds the weights of its own children, and Orbax saves are collective.
+    store = None if processes > 1 else ckpt_lib.ModelStore(
+        os.path.join(workdir, subdir, "children"), max_to_keep=int(config.search.top_k))
 
     def keep_top(rec, res):
-      if res.weights is not None and rec.status == "ok" and store.would_keep(rec.reward):
+      if (store is not None and res.weights is not None and rec.status == "ok"
+          and store.would_keep(rec.reward)):
         store.save(rec.index, _pure(res.weights),
                    _model_metadata(rec.architecture, spec, config,
                                    {"reward": rec.reward, "index": rec.index}), score=rec.reward)
 
-    evaluator = search_lib.ChildEvaluator(config, data, search_split, input_shape,
-                                          config.model.num_classes, sizes.num_train,
-                                          sizes.num_eval, keep_weights=True)
+    local = search_lib.ChildEvaluator(config, data, search_split, input_shape,
+                                      config.model.num_classes, sizes.num_train, sizes.num_eval,
+                                      keep_weights=store is not None, devices=devices)
+    evaluator = search_lib.DistributedEvaluator(local) if processes > 1 else local
     try:
-      with _Stage(f"search {strategy} seed {seed}"):
+      with _Stage(f"search {strategy} seed {seed} ({len(devices)} device(s) x {processes} "
+                  f"process(es))"):
         return search_lib.run_search(config, evaluator, os.path.join(workdir, subdir),
                                      strategy=strategy, seed=seed, on_child=keep_top)
     finally:
-      store.close()
+      local.close()
+      if store is not None:
+        store.close()
 
   seeds = [int(s) for s in config.search.seeds] or [int(config.seed)]
   searches = {}
@@ -200,8 +214,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> d
     if arch is None:
       logging.warning("model %s skipped (no architecture: disabled or every child failed)", name)
       continue
+    # Every process runs the (deterministic) CV so Orbax's collective export saves line up;
+    # only process 0 writes files.
     models.append(_cross_validate_model(name, arch, dataset, folds, config, data, sizes, spec,
-                                        workdir))
+                                        workdir, writer))
 
   # ---------------------------------------------------------------- report
   fold = folds[fold_f]
@@ -221,16 +237,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> d
                             "best_architecture": (str(r.best(1)[0].architecture)
                                                   if r.best(1) else None)}
                            for s, r in searches.items()],
-                 "devices": 1, "processes": 1},
+                 "devices": len(devices), "processes": processes},
       "wall_seconds": time.time() - t_start,
   }
-  with _Stage("report"):
-    paths = report_lib.write_report(results, workdir)
-  logging.info("report: %s", paths.get("report_md"))
+  if writer:
+    with _Stage("report"):
+      paths = report_lib.write_report(results, workdir)
+    logging.info("report: %s", paths.get("report_md"))
   return results
 
 
-def _cross_validate_model(name, arch, dataset, folds, config, data, sizes, spec, workdir):
+def _cross_validate_model(name, arch, dataset, folds, config, data, sizes, spec, workdir,
+                          writer=True):
   """CV of one model with per-fold resume files; exports the search fold's model."""
   cv_dir = os.path.join(workdir, "cv", name)
   os.makedirs(cv_dir, exist_ok=True)
@@ -251,8 +269,9 @@ def _cross_validate_model(name, arch, dataset, folds, config, data, sizes, spec,
     if i == fold_f:  # The exported model: trained on the search fold's training part.
       ckpt_lib.save_model(export_dir, _pure(weights), _model_metadata(
           arch, spec, config, {"name": name, "fold": i, "test_metrics": report_lib.to_json_safe(result)}))
-    io_utils.atomic_write_json(os.path.join(cv_dir, f"fold_{i}.json"),
-                               report_lib.to_json_safe(dict(result, architecture=tag)))
+    if writer:
+      io_utils.atomic_write_json(os.path.join(cv_dir, f"fold_{i}.json"),
+                                 report_lib.to_json_safe(dict(result, architecture=tag)))
 
   with _Stage(f"cross-validation {name}: {arch}"):
     cv = evaluate.cross_validate(arch, dataset, folds, config, data=data, sizes=sizes,

@@ -16,6 +16,7 @@ not retrained), redoes the interrupted controller step and goes on. Sampling key
 `fold_in(seed key, step)`, so a resumed run samples exactly what an uninterrupted run would.
 """
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -212,7 +213,8 @@ def _normalise(result, arch) -> ChildResult:
 
 
 def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[str] = None,
-               seed: Optional[int] = None, on_child: Optional[Callable] = None) -> SearchResult:
+               seed: Optional[int] = None, on_child: Optional[Callable] = None,
+               write: Optional[bool] = None) -> SearchResult:
   """Runs (or resumes) a search; see the module docstring.
 
   Args:
@@ -223,6 +225,8 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
     seed: overrides config.seed.
     on_child: optional callback(record, child_result) after each evaluated child (e.g. to
       checkpoint the weights of the top-k children).
+    write: whether this process writes history/steps files (default: process 0 only; every
+      process takes part in the Orbax checkpoint, which coordinates its own writes).
 
   Returns:
     SearchResult with the history of every child.
@@ -236,6 +240,7 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
   m, num_steps = int(config.search.children_per_step), int(config.search.num_steps)
   if m < 1 or num_steps < 1:
     raise UserInputError("config.search.children_per_step and num_steps must be >= 1")
+  write = jax.process_index() == 0 if write is None else write
   os.makedirs(workdir, exist_ok=True)
   hist_path = os.path.join(workdir, "history.jsonl")
   steps_path = os.path.join(workdir, "steps.jsonl")
@@ -244,8 +249,9 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
   # Previous progress (resume).
   old = [ChildRecord.from_json(d) for d in read_jsonl(hist_path)]
   old_steps = read_jsonl(steps_path)
-  _rewrite_jsonl(hist_path, [r.to_json() for r in old])  # Drops a torn line, if any.
-  _rewrite_jsonl(steps_path, old_steps)
+  if write:
+    _rewrite_jsonl(hist_path, [r.to_json() for r in old])  # Drops a torn line, if any.
+    _rewrite_jsonl(steps_path, old_steps)
   done = {(r.step, r.child): r for r in old}
   memo = {}
   for r in old:
@@ -278,6 +284,7 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
   for r in history:
     failures_in_row = failures_in_row + 1 if r.status == "failed" else 0
 
+  parallelism = max(1, int(getattr(evaluator, "parallelism", 1)))
   progress = _Progress(num_steps * m, f"search[{strategy}]", float(config.log_every_s))
   progress.update(len(history), best_so_far if history else 0.0)
   try:
@@ -290,9 +297,31 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
         actions = np.stack([sp.sample_actions(k) for k in jax.random.split(skey, m)])
       archs = [sp.decode(a) for a in actions]
 
-      # Children in order; reuse those already evaluated (this step before a crash, or the same
-      # architecture earlier: the memo) and write each new line before the next child starts.
+      # Plan the step: reuse children already evaluated (this step before a crash) or trained
+      # before (the memo, also for a repeat within this step); evaluate the rest in chunks of
+      # `parallelism` (one child per device/process), compiling the next chunk ahead of time.
+      pending = []
+      for k, arch in enumerate(archs):
+        prev = done.get((step, k))
+        if (prev is None or prev.architecture != arch) and not (
+            config.search.memo and (arch in memo or arch in pending)):
+          pending.append(arch)
+      chunks = [pending[i:i + parallelism] for i in range(0, len(pending), parallelism)]
+      results = {}  # Position in `pending` -> ChildResult.
+      next_chunk = 0
+
+      def evaluate_chunk():
+        nonlocal next_chunk
+        chunk = chunks[next_chunk]
+        if next_chunk + 1 < len(chunks) and hasattr(evaluator, "prefetch"):
+          evaluator.prefetch(chunks[next_chunk + 1])
+        out = evaluator(chunk)
+        for j, res in enumerate(out):
+          results[next_chunk * parallelism + j] = _normalise(res, chunk[j])
+        next_chunk += 1
+
       records = []
+      pos = 0  # Next position in `pending`.
       for k, arch in enumerate(archs):
         prev = done.get((step, k))
         if prev is not None and prev.architecture == arch:
@@ -303,7 +332,13 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
               actions=list(map(int, actions[k])), compile_seconds=0.0, train_seconds=0.0,
               status="memo", error="")
         else:
-          res = _normalise(evaluator([arch])[0], arch)
+          if pos < len(pending) and pending[pos] == arch:
+            while pos not in results:
+              evaluate_chunk()
+            res = results.pop(pos)
+            pos += 1
+          else:  # A repeat whose first occurrence failed: evaluate it again, alone.
+            res = _normalise(evaluator([arch])[0], arch)
           if res.status != "ok":
             reward = float(config.search.failed_reward)
           elif res.reward is not None:
@@ -323,7 +358,7 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
           if on_child is not None:
             on_child(rec, res)
           res.weights = None  # Free device memory early.
-        if (step, k) not in done:
+        if write and (step, k) not in done:
           _append_jsonl(hist_path, [rec.to_json()])
         records.append(rec)
         progress.update(1, max(best_so_far, rec.reward))
@@ -348,7 +383,8 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
                    entropy=float(metrics["entropy"]), loss=float(metrics["loss"]))
         ckpt.save(step + 1, state, {"history_len": len(history), "step": step})
         ckpt.wait()
-      _append_jsonl(steps_path, [row])
+      if write:
+        _append_jsonl(steps_path, [row])
       steps.append(row)
   finally:
     progress.close()
@@ -360,41 +396,134 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
 # ---------------------------------------------------------------------------- child evaluator
 
 
+class DistributedEvaluator:
+  """Splits each call's children over the processes of a `jax.distributed` run.
+
+  Process p trains the children i with i % num_processes == p (with its local evaluator, e.g. one
+  per local device), then every result is all-gathered (`multihost_utils.process_allgather` of the
+  JSON-encoded results, exact), so every process sees the same rewards, applies the same
+  controller update and holds the same history as a single-process run. Weights stay on the
+  process that trained them.
+  """
+
+  _BYTES = 8192  # Per encoded child result (val_acc curves of a few hundred epochs fit).
+
+  def __init__(self, local):
+    self.local = local
+    self.pid, self.n = jax.process_index(), jax.process_count()
+    self.parallelism = self.n * max(1, int(getattr(local, "parallelism", 1)))
+
+  def _mine(self, archs):
+    return [a for i, a in enumerate(archs) if i % self.n == self.pid]
+
+  def prefetch(self, archs):
+    if hasattr(self.local, "prefetch"):
+      self.local.prefetch(self._mine(archs))
+
+  def __call__(self, archs):
+    from jax.experimental import multihost_utils
+    mine = self._mine(archs)
+    local = [_normalise(r, a) for r, a in zip(self.local(mine) if mine else [], mine)]
+    per = -(-len(archs) // self.n)
+    buf = np.zeros((per, self._BYTES), np.uint8)
+    for j, res in enumerate(local):
+      d = dataclasses.asdict(dataclasses.replace(res, weights=None))
+      raw = json.dumps(d).encode()
+      if len(raw) > self._BYTES:
+        raise ValueError(f"encoded child result of {len(raw)} bytes exceeds {self._BYTES}")
+      buf[j, :len(raw)] = np.frombuffer(raw, np.uint8)
+    gathered = np.asarray(multihost_utils.process_allgather(buf))  # [n, per, bytes]
+    out = []
+    for i in range(len(archs)):
+      p, j = i % self.n, i // self.n
+      if p == self.pid:
+        out.append(local[j])
+        continue
+      raw = gathered[p, j].tobytes().rstrip(b"\0")
+      d = json.loads(raw)
+      d["val_acc"] = tuple(d["val_acc"])
+      out.append(ChildResult(**d))
+    return out
+
+
+
 class ChildEvaluator:
   """Trains each child on one split (the search fold's train/val parts) and scores it.
+
+  Scale-out: with several local devices, the children passed in one call train concurrently, one
+  per device (a thread each; the dataset is copied to every device once). `prefetch(archs)`
+  compiles upcoming children ahead of time in a background thread while the current ones train
+  (`config.search.aot_compile`: on | off | auto = on when the host has more than 4 cores).
 
   Failures are isolated: a child whose loss is non-finite, that runs out of memory or that raises
   anything else comes back as a failed ChildResult with the error class; the search goes on.
   """
 
   def __init__(self, config, data: train_lib.DeviceData, split: train_lib.Split,
-               input_shape, num_classes, num_train, num_eval, keep_weights=False):
-    self.config, self.data, self.split = config, data, split
+               input_shape, num_classes, num_train, num_eval, keep_weights=False, devices=None):
+    self.config, self.split = config, split
     self.spec = child_lib.ChildSpec.from_config(config, input_shape, num_classes)
     self.num_train, self.num_eval = num_train, num_eval
     self.keep_weights = keep_weights
     self.seed = int(config.seed)  # Same init/order seed for every child: a fair comparison.
+    home = next(iter(data.images.devices()))
+    self.devices = list(devices) if devices else [home]
+    self.data = {d: (data if d == home else data.to(d)) for d in self.devices}
+    self.parallelism = len(self.devices)
+    aot = config.search.aot_compile
+    if aot not in ("on", "off", "auto"):
+      raise UserInputError(f"config.search.aot_compile={aot!r}: use on, off or auto")
+    self.aot = aot == "on" or (aot == "auto" and (os.cpu_count() or 1) > 4)
+    self._pool = concurrent.futures.ThreadPoolExecutor(max(2, len(self.devices)))
+    self._prefetched = {}  # (arch, device) -> Future of a compiled Trainer.
 
-  def trainer(self, arch) -> train_lib.Trainer:
+  def trainer(self, arch, device=None) -> train_lib.Trainer:
+    device = device or self.devices[0]
     return train_lib.Trainer(arch, self.spec, self.config.train, self.num_train, self.num_eval,
-                             self.data)
+                             self.data[device])
 
-  def evaluate_one(self, arch) -> ChildResult:
+  def _compiled_trainer(self, arch, device):
+    tr = self.trainer(arch, device)
+    tr.compile()
+    return tr
+
+  def prefetch(self, archs) -> None:
+    """Starts compiling these children (in the order they will be evaluated) in the background."""
+    if not self.aot:
+      return
+    for i, arch in enumerate(archs):
+      dev = self.devices[i % len(self.devices)]
+      if (arch, dev) not in self._prefetched:
+        self._prefetched[(arch, dev)] = self._pool.submit(self._compiled_trainer, arch, dev)
+
+  def evaluate_one(self, arch, device=None) -> ChildResult:
+    device = device or self.devices[0]
     params = child_lib.count_params(
         arch, self.spec.input_shape, self.spec.num_classes, self.spec.head, self.spec.batch_norm,
         self.spec.dense_units, self.spec.width_multiplier)
     flops = child_lib.count_flops(arch, self.spec)
     try:
-      res = self.trainer(arch).fit(self.seed, self.split)
+      future = self._prefetched.pop((arch, device), None)
+      trainer = future.result() if future is not None else self.trainer(arch, device)
+      res = trainer.fit(self.seed, self.split)
+      compile_s = trainer.compile_seconds  # Also when compiled ahead of time in the background.
     except Exception as e:  # pylint: disable=broad-except  (fault isolation, see docstring)
       logging.warning("child %s failed: %s: %s", arch, type(e).__name__, str(e)[:300])
       return ChildResult(params=params, flops=flops, status="failed",
                          error=f"{type(e).__name__}: {str(e)[:300]}")
     return ChildResult(val_acc=tuple(float(v) for v in res.val_acc),
                        best_val_loss=res.best_val_loss, best_epoch=res.best_epoch, params=params,
-                       flops=flops, compile_seconds=res.compile_seconds,
+                       flops=flops, compile_seconds=compile_s,
                        train_seconds=res.train_seconds,
                        weights=(res.params, res.batch_stats) if self.keep_weights else None)
 
   def __call__(self, archs):
-    return [self.evaluate_one(a) for a in archs]
+    """Evaluates up to `parallelism` children concurrently (child i on device i mod n)."""
+    if len(self.devices) == 1 or len(archs) == 1:
+      return [self.evaluate_one(a, self.devices[i % len(self.devices)]) for i, a in enumerate(archs)]
+    futures = [self._pool.submit(self.evaluate_one, a, self.devices[i % len(self.devices)])
+               for i, a in enumerate(archs)]
+    return [f.result() for f in futures]
+
+  def close(self):
+    self._pool.shutdown(wait=True, cancel_futures=True)

@@ -44,6 +44,10 @@ class DeviceData:
     put = (lambda a: jax.device_put(a, device)) if device is not None else jax.device_put
     return cls(put(np.asarray(images, np.uint8)), put(np.asarray(labels, np.int32)))
 
+  def to(self, device) -> "DeviceData":
+    """A copy on another device (device-to-device, once per run)."""
+    return DeviceData(jax.device_put(self.images, device), jax.device_put(self.labels, device))
+
 
 @dataclasses.dataclass
 class Split:
@@ -114,6 +118,9 @@ class Trainer:
   def __init__(self, arch: space_lib.Architecture, spec: child_lib.ChildSpec, train_cfg,
                num_train: int, num_eval: int, data: DeviceData):
     self.arch, self.spec, self.cfg, self.data = arch, spec, train_cfg, data
+    # Everything runs on the device holding the data (one child per device when scaling out).
+    self.device = next(iter(data.images.devices()))
+    self._sharding = jax.sharding.SingleDeviceSharding(self.device)
     self.batch_size = int(train_cfg.batch_size)
     self.eval_batch = int(train_cfg.eval_batch_size)
     if num_train % self.batch_size or num_eval % self.eval_batch:
@@ -218,7 +225,7 @@ class Trainer:
   def _initial(self, seed: int):
     _, params, stats = child_lib.init(self.arch, self.spec, seed)
     key = jax.random.key_data(jax.random.key(seed))
-    return self._make_state(*jax.device_put((params, stats, key)))
+    return self._make_state(*jax.device_put((params, stats, key), self.device))
 
   def compile(self) -> float:
     """Lowers and compiles the train and eval functions (ahead of time); returns seconds."""
@@ -227,12 +234,13 @@ class Trainer:
     t0 = time.perf_counter()
     _, params, stats = child_lib.abstract_state(self.arch, self.spec)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    state, best = jax.eval_shape(self._make_state, params, stats, key)
+    on_device = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self._sharding)
+    state, best = jax.tree.map(on_device, jax.eval_shape(self._make_state, params, stats, key))
     d = self.data
-    i32 = jax.ShapeDtypeStruct((self.num_train,), jnp.int32)
-    f32 = jax.ShapeDtypeStruct((self.num_train,), jnp.float32)
-    ei = jax.ShapeDtypeStruct((self.num_eval,), jnp.int32)
-    ef = jax.ShapeDtypeStruct((self.num_eval,), jnp.float32)
+    i32 = jax.ShapeDtypeStruct((self.num_train,), jnp.int32, sharding=self._sharding)
+    f32 = jax.ShapeDtypeStruct((self.num_train,), jnp.float32, sharding=self._sharding)
+    ei = jax.ShapeDtypeStruct((self.num_eval,), jnp.int32, sharding=self._sharding)
+    ef = jax.ShapeDtypeStruct((self.num_eval,), jnp.float32, sharding=self._sharding)
     fn = self._train_epoch if self.loop == "scan" else self._train_step
     train = jax.jit(fn, donate_argnums=(0,)).lower(state, d.images, d.labels, i32, i32, f32).compile()
     end = jax.jit(self._end_epoch, donate_argnums=(0, 1)).lower(
@@ -250,7 +258,8 @@ class Trainer:
     t0 = time.perf_counter()
     state, best = self._initial(seed)
     tidx, trot, tw, eidx, ew = jax.device_put(
-        (split.train_idx, split.train_rot, split.train_w, split.eval_idx, split.eval_w))
+        (split.train_idx, split.train_rot, split.train_w, split.eval_idx, split.eval_w),
+        self.device)
     d = self.data
     curves = []
     for _ in range(self.epochs):
@@ -278,5 +287,6 @@ class Trainer:
     if n > self.num_eval:
       raise ValueError(f"{n} images exceed the padded eval size {self.num_eval}")
     padded = np.concatenate([eval_idx, np.full(self.num_eval - n, eval_idx[0], np.int32)])
-    probs = self._compiled[2](params, batch_stats, self.data.images, jax.device_put(padded))
+    probs = self._compiled[2](params, batch_stats, self.data.images,
+                                 jax.device_put(padded, self.device))
     return np.asarray(jax.device_get(probs))[:n]

@@ -149,7 +149,7 @@ def test_child_evaluator_isolates_failures(config_factory):
   split = train.make_split(np.arange(30), np.zeros(30), np.arange(30, 40), 32, 64)
   ev = search.ChildEvaluator(c, data, split, (32, 32, 1), 2, 32, 64)
 
-  def boom(arch):
+  def boom(arch, device=None):
     raise MemoryError("RESOURCE_EXHAUSTED: out of memory")
 
   ev.trainer = boom

@@ -1,0 +1,49 @@
+"""Subprocess for the scale-out tests: a small real search (children trained on random images).
+
+  python tests/scaleout_worker.py WORKDIR                       # all local devices, one process
+  python tests/scaleout_worker.py WORKDIR ADDRESS NUM_PROC ID   # one of NUM_PROC processes
+
+Run with XLA_FLAGS=--xla_force_host_platform_device_count=4 for 4 CPU devices.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from nasrl_jax import search, train  # pylint: disable=g-import-not-at-top
+from tests.conftest import load_config  # pylint: disable=g-import-not-at-top
+
+
+def main(argv):
+  if len(argv) > 2:
+    jax.distributed.initialize(coordinator_address=argv[2], num_processes=int(argv[3]),
+                               process_id=int(argv[4]), coordinator_bind_address=argv[2],
+                               initialization_timeout=120)
+  c = load_config("quick")
+  c.space.blocks = (1, 1, 1, 1, 1)
+  c.search.num_steps = 2
+  c.search.children_per_step = 4
+  c.train.epochs = 1
+  c.train.batch_size = 16
+  c.train.eval_batch_size = 16
+  c.compile_cache_dir = ""
+  c.log_every_s = 1e9
+  rng = np.random.default_rng(0)
+  y = np.arange(48) % 2
+  x = (rng.integers(0, 150, (48, 32, 32, 1)) + 60 * y[:, None, None, None]).astype(np.uint8)
+  data = train.DeviceData.from_numpy(x, y, jax.local_devices()[0])
+  split = train.make_split(np.arange(32), np.zeros(32), np.arange(32, 48), 32, 16)
+  local = search.ChildEvaluator(c, data, split, (32, 32, 1), 2, 32, 16,
+                                devices=jax.local_devices())
+  ev = search.DistributedEvaluator(local) if jax.process_count() > 1 else local
+  search.run_search(c, ev, argv[1])
+  local.close()
+  print("devices", len(jax.local_devices()), "processes", jax.process_count(), flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv)

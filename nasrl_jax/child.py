@@ -120,18 +120,27 @@ class ChildNet(nnx.Module):
       self.out = nnx.Linear(cin, spec.num_classes, dtype=dtype, rngs=rngs)
     self.dropout = nnx.Dropout(spec.dropout)
 
-  def __call__(self, x, *, train: bool = False, key=None):
-    """uint8 or float [B, H, W, C] -> float32 logits [B, classes]."""
+  def features(self, x, *, train: bool = False):
+    """The last conv layer's activations (after BN and ReLU, before the last pool).
+
+    Split out of `__call__` so saliency (Grad-CAM) differentiates the very model that predicts.
+    """
     x = x.astype(jnp.float32) / 127.5 - 1.0
     i = 0
-    for b in self.blocks:
+    for bi, b in enumerate(self.blocks):
+      if bi:
+        x = _max_pool(x)
       for _ in range(b):
         x = self.convs[i](x)
         if len(self.norms):
           x = self.norms[i](x, train=train)
         x = jax.nn.relu(x)
         i += 1
-      x = nnx.max_pool(x, (2, 2), strides=(2, 2)) if hasattr(nnx, "max_pool") else _max_pool(x)
+    return x
+
+  def head_logits(self, x, *, train: bool = False, key=None):
+    """Last pool and head: `features` output -> float32 logits [B, classes]."""
+    x = _max_pool(x)
     if self.head == "vgg":
       x = x.reshape(x.shape[0], -1)
       k1, k2 = jax.random.split(key) if train else (None, None)
@@ -142,6 +151,10 @@ class ChildNet(nnx.Module):
     else:
       x = x.mean(axis=(1, 2))
     return self.out(x).astype(jnp.float32)
+
+  def __call__(self, x, *, train: bool = False, key=None):
+    """uint8 or float [B, H, W, C] -> float32 logits [B, classes]."""
+    return self.head_logits(self.features(x, train=train), train=train, key=key)
 
 
 def _max_pool(x):

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 
+from flax import nnx
 import jax
 import ml_collections
 import numpy as np
@@ -107,14 +108,43 @@ def _pure(weights):
 
 def load_exported(directory):
   """Loads an exported model: (arch, spec, graphdef, params, batch_stats, metadata)."""
-  from flax import nnx
   tree, meta = ckpt_lib.load_model(directory)
   arch = space_lib.Architecture.from_json(meta["architecture"])
   spec = child_lib.ChildSpec(**meta["spec"])
   graphdef, params, stats = child_lib.abstract_state(arch, spec)
   nnx.replace_by_pure_dict(params, tree["params"])
   nnx.replace_by_pure_dict(stats, tree.get("batch_stats", {}))
+  _check_weights(arch, spec, params, stats, os.fspath(directory))
   return arch, spec, graphdef, params, stats, meta
+
+
+def _shapes(state) -> dict[str, tuple]:
+  """{'convs/0/kernel': (shape, not loaded)} of an NNX State of arrays or shape placeholders."""
+  flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0]
+  return {"/".join(str(getattr(k, "key", k)) for k in path):
+          (tuple(leaf.shape), isinstance(leaf, jax.ShapeDtypeStruct)) for path, leaf in flat}
+
+
+def _check_weights(arch, spec, params, batch_stats, model_dir: str) -> None:
+  """Refuses weights that do not fit the architecture and spec in the metadata.
+
+  `nnx.replace_by_pure_dict` (inside `pipeline.load_exported`) swaps values without comparing
+  shapes, and leaves shape-only placeholders where the checkpoint lacks a leaf; without this check
+  such a model would fail inside the first jitted batch with an XLA shape error.
+  """
+  _, want_params, want_stats = child_lib.abstract_state(arch, spec)
+  for name, want, got in (("params", want_params, params), ("batch_stats", want_stats,
+                                                            batch_stats)):
+    want_shapes, got_shapes = _shapes(want), _shapes(got)
+    for path, (shape, _) in want_shapes.items():
+      got_shape, missing = got_shapes.get(path, (None, True))
+      if missing or got_shape != shape:
+        found = "missing" if missing else f"shape {got_shape}"
+        raise UserInputError(
+            f"{model_dir}: not a usable nasrl_jax exported model: {name}/{path} is {found}, the "
+            f"architecture and spec in its metadata need shape {shape}")
+
+
 
 
 class _Stage:

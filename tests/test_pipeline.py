@@ -91,3 +91,26 @@ def test_bad_config_is_one_clear_line(tmp_path):
   assert p.stderr.strip().splitlines()[-1].startswith("error: config.data.source='pacs'")
   assert "Traceback" not in p.stderr
   assert not (tmp_path / "w" / "config.json").exists()
+
+
+def test_exported_model_reproduces_the_search_fold_test_result(tiny_run):
+  """models/NASRL loads from its checkpoint alone and scores fold f's test part as reported."""
+  import jax
+  import ml_collections
+  import numpy as np
+  from nasrl_jax import child, data, pipeline
+  _, w = tiny_run
+  cfg = ml_collections.ConfigDict(json.loads((w / "config.json").read_text()))
+  ds = data.load(cfg.data)
+  folds = json.loads((w / "folds.json").read_text())
+  rep = json.loads((w / "report.json").read_text())
+  f = rep["data"]["search_fold"]
+  test = np.asarray(folds["folds"][f]["test"])
+  for m in rep["models"]:
+    arch, spec, g, params, stats, meta = pipeline.load_exported(w / "models" / m["name"])
+    assert str(arch) == m["architecture"]
+    assert meta["preprocessing"]["image_size"] == cfg.data.image_size
+    logits, _ = child.apply(g, params, stats, ds.images[test], train=False)
+    pred = np.asarray(jax.numpy.argmax(logits, -1))
+    acc = float(np.mean(pred == ds.label[test]))
+    assert acc == pytest.approx(m["search_fold_test"]["image"]["accuracy"], abs=1e-6)

@@ -32,6 +32,7 @@ import tqdm
 
 from nasrl_jax import child as child_lib
 from nasrl_jax import controller as controller_lib
+from nasrl_jax import logs
 from nasrl_jax import reinforce
 from nasrl_jax import space as space_lib
 from nasrl_jax import train as train_lib
@@ -46,6 +47,8 @@ class SearchAborted(RuntimeError):
 class ChildResult:
   """An evaluated child, as the evaluator returns it."""
   val_acc: Sequence[float] = ()  # Validation accuracy per epoch.
+  val_loss: Sequence[float] = ()  # Validation loss per epoch (TensorBoard curves).
+  train_loss: Sequence[float] = ()  # Training loss per epoch (TensorBoard curves).
   best_val_loss: float = float("nan")
   best_epoch: int = -1
   params: int = 0
@@ -285,6 +288,9 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
     failures_in_row = failures_in_row + 1 if r.status == "failed" else 0
 
   parallelism = max(1, int(getattr(evaluator, "parallelism", 1)))
+  # TensorBoard event files (no TensorFlow needed) + metrics.jsonl: controller per step, and
+  # each newly trained child's curves as its own run.
+  tb = logs.MetricWriter(os.path.join(workdir, "tb")) if write else None
   progress = _Progress(num_steps * m, f"search[{strategy}]", float(config.log_every_s))
   progress.update(len(history), best_so_far if history else 0.0)
   try:
@@ -357,6 +363,8 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
             memo.setdefault(arch, rec)
           if on_child is not None:
             on_child(rec, res)
+          if tb is not None and rec.status == "ok" and len(res.val_loss):
+            logs.write_child_curves(tb, rec.index, res.val_acc, res.val_loss, res.train_loss)
           res.weights = None  # Free device memory early.
         if write and (step, k) not in done:
           _append_jsonl(hist_path, [rec.to_json()])
@@ -381,15 +389,21 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
         metrics = jax.device_get(metrics)
         row.update(baseline=float(metrics["baseline"]), baseline_used=float(metrics["baseline_used"]),
                    entropy=float(metrics["entropy"]), loss=float(metrics["loss"]))
-        ckpt.save(step + 1, state, {"history_len": len(history), "step": step})
+        # Host numpy copies: Orbax refuses process-local jax.Arrays in a multi-process run, and
+        # every process holds the same controller state anyway.
+        ckpt.save(step + 1, jax.device_get(state), {"history_len": len(history), "step": step})
         ckpt.wait()
       if write:
         _append_jsonl(steps_path, [row])
+        tb.scalars(step, {f"controller/{k}": v for k, v in row.items()
+                          if k != "step" and v is not None})
       steps.append(row)
   finally:
     progress.close()
     if ckpt is not None:
       ckpt.close()
+    if tb is not None:
+      tb.close()
   return SearchResult(history, steps, time.time() - t_start, strategy)
 
 
@@ -406,7 +420,7 @@ class DistributedEvaluator:
   process that trained them.
   """
 
-  _BYTES = 8192  # Per encoded child result (val_acc curves of a few hundred epochs fit).
+  _BYTES = 32768  # Per encoded child result (three curves of a few hundred epochs fit).
 
   def __init__(self, local):
     self.local = local
@@ -441,7 +455,8 @@ class DistributedEvaluator:
         continue
       raw = gathered[p, j].tobytes().rstrip(b"\0")
       d = json.loads(raw)
-      d["val_acc"] = tuple(d["val_acc"])
+      for k in ("val_acc", "val_loss", "train_loss"):
+        d[k] = tuple(d[k])
       out.append(ChildResult(**d))
     return out
 
@@ -512,6 +527,8 @@ class ChildEvaluator:
       return ChildResult(params=params, flops=flops, status="failed",
                          error=f"{type(e).__name__}: {str(e)[:300]}")
     return ChildResult(val_acc=tuple(float(v) for v in res.val_acc),
+                       val_loss=tuple(float(v) for v in res.val_loss),
+                       train_loss=tuple(float(v) for v in res.train_loss),
                        best_val_loss=res.best_val_loss, best_epoch=res.best_epoch, params=params,
                        flops=flops, compile_seconds=compile_s,
                        train_seconds=res.train_seconds,

@@ -36,6 +36,11 @@ def test_reinforce_search_writes_history_and_steps(tmp_path):
   assert steps[0]["baseline_used"] == pytest.approx(steps[0]["mean_reward"], rel=1e-6)
   assert all(s["entropy"] > 0 for s in steps)
   assert os.path.isdir(tmp_path / "controller")
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(str(tmp_path / "tb"))
+  acc.Reload()
+  means = [e.value for e in acc.Scalars("controller/mean_reward")]
+  assert means == pytest.approx([s["mean_reward"] for s in steps])
   best = res.best(1)[0]
   assert best.reward == max(r.reward for r in res.history)
 

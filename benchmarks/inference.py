@@ -1,0 +1,131 @@
+"""Inference speed: batch-1 FPS and large-batch throughput of VGG19 and a found model.
+
+  python benchmarks/inference.py                                   # CPU: 32 px, width 1/8
+  python benchmarks/inference.py --size=224 --width=1.0 --dtype=bfloat16   # paper scale (GPU)
+  python benchmarks/inference.py --workdir=runs/quick              # the search's best child
+
+Uses `evaluate.inference_speed`, the function the report's FPS column comes from: a jitted
+softmax(forward) on uint8 images, batch 1 (median latency of `--iters` warm, synchronised calls;
+FPS = 1 / median) and batch `--batch` (throughput = batch / median call). The found model is the
+best child of `--workdir` (its report.json NASRL entry, else the best line of search/history.jsonl),
+else a fixed found-model-like example (benchmarks/common.py: FOUND_EXAMPLE, 32.1M parameters at
+224 px). Writes benchmarks/results/inference.json and prints a table last.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # pylint: disable=g-import-not-at-top
+from nasrl_jax import space as space_lib  # pylint: disable=g-import-not-at-top
+from nasrl_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--size", type=int, default=32, help="Input size in pixels (32 | 64 | 224 | ...).")
+  p.add_argument("--width", type=float, default=0.125, help="Width multiplier (0.125 | 1.0).")
+  p.add_argument("--dtype", default="float32", help="Compute dtype: float32 | bfloat16.")
+  p.add_argument("--archs", default="vgg19,found",
+                 help="Comma-separated: vgg19, found, smallest, largest or arch strings.")
+  p.add_argument("--workdir", default="", help="A run's workdir: 'found' = its best child.")
+  p.add_argument("--iters", type=int, default=200, help="Timed batch-1 calls.")
+  p.add_argument("--batch", type=int, default=64, help="Batch of the throughput figure.")
+  p.add_argument("--results_dir", default="",
+                 help="Folder of the JSON (default benchmarks/results).")
+  p.add_argument("--name", default="inference", help="JSON file name (without .json).")
+  a = p.parse_args(argv)
+  common.check_choice("dtype", a.dtype, ("float32", "bfloat16"))
+  common.check_name(a.name)
+  if a.size < 32 or a.size % 32:
+    raise UserInputError(f"--size={a.size}: must be a multiple of 32 (five 2x2 pools)")
+  if not a.width > 0 or a.iters < 3 or a.batch < 1:
+    raise UserInputError("--width must be > 0, --iters >= 3, --batch >= 1")
+  a.arch_map = common.parse_archs(a.archs)
+  if "found" in a.arch_map and a.workdir:
+    a.arch_map["found"], a.found_source = found_architecture(a.workdir)
+  else:
+    a.found_source = "fixed example (benchmarks/common.py FOUND_EXAMPLE)"
+  return a
+
+
+def found_architecture(workdir: str):
+  """(Architecture, where it came from) of a run's NAS winner.
+
+  Raises:
+    UserInputError: the workdir holds neither a report.json with a NASRL model nor a history.
+  """
+  report = os.path.join(workdir, "report.json")
+  if os.path.exists(report):
+    with open(report, encoding="utf-8") as f:
+      models = json.load(f).get("models", [])
+    for m in models:
+      if m.get("name") == "NASRL":
+        return space_lib.Architecture.from_string(m["architecture"]), f"{report} (NASRL)"
+  history = os.path.join(workdir, "search", "history.jsonl")
+  if os.path.exists(history):
+    from nasrl_jax import search as search_lib  # Imports tqdm: only when needed.
+    recs = [search_lib.ChildRecord.from_json(d) for d in search_lib.read_jsonl(history)]
+    res = search_lib.SearchResult(recs, [], 0.0, "reinforce").best(1)
+    if res:
+      return res[0].architecture, f"{history} (best reward {res[0].reward:.4f})"
+  raise UserInputError(f"--workdir={workdir}: no report.json with a NASRL model and no "
+                       "search/history.jsonl with a finished child")
+
+
+def main(argv):
+  args = parse_args(argv[1:])
+  from configs import fatty_liver
+  from nasrl_jax import child as child_lib
+  from nasrl_jax import evaluate
+  common.disable_compile_cache()
+  c = fatty_liver.get_config()
+  c.space.width_multiplier = args.width
+  c.train.dtype = args.dtype
+  spec = child_lib.ChildSpec.from_config(c, (args.size, args.size, 1), 2)
+  rec = common.record("inference", argv, size=args.size, width=args.width, dtype=args.dtype,
+                      batch=args.batch, iters=args.iters, found_source=args.found_source, rows=[])
+  for name, arch in args.arch_map.items():
+    t0 = time.perf_counter()
+    try:
+      speed = evaluate.inference_speed(arch, spec, None, iters=args.iters,
+                                       throughput_batch=args.batch)
+      row = {"arch": name, "architecture": str(arch),
+             "params": child_lib.count_params(arch, spec.input_shape, spec.num_classes, spec.head,
+                                              spec.batch_norm, spec.dense_units,
+                                              spec.width_multiplier),
+             "forward_flops_per_image": child_lib.count_flops(arch, spec)}
+      row.update(speed)
+    except Exception as e:  # pylint: disable=broad-except  (e.g. out of memory: keep the others)
+      row = {"arch": name, "architecture": str(arch),
+             "error": f"{type(e).__name__}: {str(e)[:300]}"}
+    row["wall_seconds"] = time.perf_counter() - t0
+    rec["rows"].append(row)
+    common.write_results(args.name, rec, args.results_dir or None)
+    print(f"[inference] {name}: done in {row['wall_seconds']:.1f}s", flush=True)
+
+  print(f"\ninference, {rec['device']}, {args.size}px, width {args.width}, {args.dtype}; "
+        f"found = {args.found_source}; {rec['date']}")
+  header = ["arch", "params M", "GFLOP/img", "FPS (b=1)", "ms median", "ms p90",
+            f"img/s (b={args.batch})"]
+  rows = []
+  for r in rec["rows"]:
+    if "error" in r:
+      rows.append([r["arch"], "error: " + r["error"][:60]] + [""] * (len(header) - 2))
+      continue
+    rows.append([r["arch"], common.fmt(r["params"] / 1e6),
+                 common.fmt(r["forward_flops_per_image"] / 1e9), common.fmt(r["fps"], ".4g"),
+                 common.fmt(r["latency_ms_median"]), common.fmt(r["latency_ms_p90"]),
+                 common.fmt(r["throughput"], ".4g")])
+  print(common.table(rows, header))
+
+
+if __name__ == "__main__":
+  try:
+    main(sys.argv)
+  except UserInputError as e:
+    sys.exit(f"error: {e}")

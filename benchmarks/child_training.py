@@ -100,9 +100,9 @@ def bench_arch(name, arch, config, data, split, peak, args, phases) -> dict:
   compile_phases = phases.reset()
   # The compiled functions and the initial state are Trainer internals: a benchmark needs the
   # bare step, which the public `fit` does not expose (see docs/notes_benchmarks.md).
-  train_fn, end_fn, _ = trainer._compiled  # pylint: disable=protected-access
+  train_fn, end_fn = trainer.compiled_functions()
   t0 = time.perf_counter()
-  state, best = common.block(trainer._initial(0))  # pylint: disable=protected-access
+  state, best = common.block(trainer.initial_state(0))
   init_s = time.perf_counter() - t0
   tidx, trot, tw, eidx, ew = jax.device_put(
       (split.train_idx, split.train_rot, split.train_w, split.eval_idx, split.eval_w))

@@ -7,7 +7,9 @@ Default (paper scale, for a GPU):
 
 Quick (the same pipeline scaled down to a couple of minutes on a 2-core CPU):
   python launch.py --config=configs/fatty_liver.py:quick --workdir=runs/quick
-  32x32 images, widths x1/8, 8 + 8 children, 10-fold CV, writes runs/quick/report.md.
+  32x32 images, widths x1/16, 8 + 8 children, 10-fold CV, writes runs/quick/report.md; about
+  10 minutes on a 2-core CPU with a cold compilation cache (compiling each child's train step is
+  most of it, see BUILD_NOTES.md), less when rerun.
 
 Variants are comma-separated words after the colon (e.g. `quick,manifest`); single fields are
 overridden with flags such as `--config.train.epochs=3`.
@@ -135,9 +137,9 @@ def get_config(arg=None):
   if variant.get("quick") or variant.get("tiny"):
     d.image_size = 32
     s.render_size = 96
-    sp.width_multiplier = 0.125
-    m.dense_units = 4096  # x 0.125 = 512.
-    t.epochs = 6
+    sp.width_multiplier = 0.0625  # Filters {4, 8, 16, 32}: a uniformly sampled child is 5x VGG19.
+    m.dense_units = 4096  # x 1/16 = 256.
+    t.epochs = 5
     t.batch_size = 32
     t.learning_rate = 2e-3
     se.num_steps = 2

@@ -254,7 +254,6 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
   old_steps = read_jsonl(steps_path)
   if write:
     _rewrite_jsonl(hist_path, [r.to_json() for r in old])  # Drops a torn line, if any.
-    _rewrite_jsonl(steps_path, old_steps)
   done = {(r.step, r.child): r for r in old}
   memo = {}
   for r in old:
@@ -281,6 +280,8 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
   else:
     start_step = len(old_steps)
   steps = old_steps[:start_step]
+  if write:  # A step row written before a crash that preceded its checkpoint is redone.
+    _rewrite_jsonl(steps_path, steps)
   history = [r for r in old if r.step < start_step]
   best_so_far = max([r.reward for r in history if np.isfinite(r.reward)], default=-np.inf)
   failures_in_row = 0
@@ -389,14 +390,17 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
         metrics = jax.device_get(metrics)
         row.update(baseline=float(metrics["baseline"]), baseline_used=float(metrics["baseline_used"]),
                    entropy=float(metrics["entropy"]), loss=float(metrics["loss"]))
-        # Host numpy copies: Orbax refuses process-local jax.Arrays in a multi-process run, and
-        # every process holds the same controller state anyway.
-        ckpt.save(step + 1, jax.device_get(state), {"history_len": len(history), "step": step})
-        ckpt.wait()
+      # The step row goes first, the checkpoint last: a crash in between redoes the step (its
+      # children come from the history) and the resume rewrites steps.jsonl up to the checkpoint.
       if write:
         _append_jsonl(steps_path, [row])
         tb.scalars(step, {f"controller/{k}": v for k, v in row.items()
                           if k != "step" and v is not None})
+      if strategy == "reinforce":
+        # Host numpy copies: Orbax refuses process-local jax.Arrays in a multi-process run, and
+        # every process holds the same controller state anyway.
+        ckpt.save(step + 1, jax.device_get(state), {"history_len": len(history), "step": step})
+        ckpt.wait()
       steps.append(row)
   finally:
     progress.close()

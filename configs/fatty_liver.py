@@ -51,7 +51,8 @@ def get_config(arg=None):
   d.crop = "none"  # none | box | sector: crop before resizing (sector = auto fan mask).
   d.crop_box = (0, 0, 0, 0)  # (top, left, height, width) in source pixels when crop == box.
   d.max_pixels = 60_000_000  # Refuse images with more pixels (decompression-bomb guard).
-  d.balance = True  # Top up the training part's minority class with rot90/180/270 copies.
+  d.balance = True  # Top up the training part's minority class with extra copies.
+  d.balance_copies = "rot90"  # rot90: 90/180/270-degree copies (the paper) | repeat: unrotated.
   d.cache_dir = ""  # Where generated/preprocessed data is cached ('' = ~/.cache/nasrl_jax).
   d.dicom_label_key = "auto"  # DICOM labels CSV key: sop_instance_uid | file | auto.
 

@@ -19,6 +19,7 @@ from nasrl_jax import child as child_lib
 from nasrl_jax import metrics as metrics_lib
 from nasrl_jax import train as train_lib
 from nasrl_jax.data import balance
+from nasrl_jax.errors import UserInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,10 +30,21 @@ class Sizes:
 
 
 def training_indices(fold: dict, labels: np.ndarray, data_cfg, seed: int):
-  """(idx, rot) of a fold's training part, balanced with rot90 copies if configured."""
+  """(idx, rot) of a fold's training part, balanced with extra minority copies if configured.
+
+  `data_cfg.balance_copies`: `rot90` rotates the copies (the paper's only augmentation). Every
+  rotated image is then a minority-class image while all val/test scans are upright, so the fan's
+  orientation itself carries label information; `repeat` adds the same copies unrotated.
+  """
   train = np.asarray(fold["train"], np.int64)
   if data_cfg.balance:
-    return balance.balance_indices(train, labels, seed)
+    idx, rot = balance.balance_indices(train, labels, seed)
+    if data_cfg.balance_copies == "repeat":
+      rot = np.zeros_like(rot)
+    elif data_cfg.balance_copies != "rot90":
+      raise UserInputError(f"config.data.balance_copies={data_cfg.balance_copies!r}: use rot90 "
+                           "or repeat")
+    return idx, rot
   return train.astype(np.int32), np.zeros(len(train), np.int32)
 
 

@@ -11,7 +11,6 @@ the benchmarks run on has no scikit-learn, Pillow or matplotlib (see fetch_wheel
 """
 
 import datetime
-import json
 import os
 import platform
 import shlex

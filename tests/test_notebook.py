@@ -120,13 +120,8 @@ def test_notebook_runs_tiny_pipeline_on_cpu(tmp_path, monkeypatch):
   assert "REFUSED: override 'train.epochz': no such config field" in everything
 
   preds = os.path.join(workdir, "predictions", "preds.csv")
-  try:
-    from nasrl_jax import predict  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    assert "Prediction skipped" in everything
-  else:
-    with open(preds, encoding="utf-8") as f:
-      lines = f.read().splitlines()
-    assert len(lines) == 1 + NUM_PREDICT  # Header + one row per held-out image.
-    saliency = os.listdir(os.path.join(workdir, "predictions", "saliency"))
-    assert len(saliency) == NUM_PREDICT
+  with open(preds, encoding="utf-8") as f:
+    lines = f.read().splitlines()
+  assert len(lines) == 1 + NUM_PREDICT  # Header + one row per held-out image.
+  saliency = os.listdir(os.path.join(workdir, "predictions", "saliency"))
+  assert len(saliency) == NUM_PREDICT

@@ -48,7 +48,7 @@ def test_reinforce_search_writes_history_and_steps(tmp_path):
 def test_random_strategy_same_format_and_deterministic(tmp_path):
   c = search_worker.toy_config()
   a = search.run_search(c, search_worker.make_evaluator(), str(tmp_path / "a"), strategy="random")
-  b = search.run_search(c, search_worker.make_evaluator(), str(tmp_path / "b"), strategy="random")
+  search.run_search(c, search_worker.make_evaluator(), str(tmp_path / "b"), strategy="random")
   assert _key(_history(tmp_path / "a")) == _key(_history(tmp_path / "b"))
   assert all(r["strategy"] == "random" for r in _history(tmp_path / "a"))
   assert a.steps[0]["baseline"] is None

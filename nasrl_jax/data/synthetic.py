@@ -34,7 +34,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 from typing import Dict, Optional, Tuple
 
@@ -46,6 +45,7 @@ from PIL import ImageFont
 from scipy import ndimage
 from scipy import stats
 
+from nasrl_jax import io_utils
 from nasrl_jax.data import Dataset
 from nasrl_jax.data import labels as labels_lib
 from nasrl_jax.data import preprocess as preprocess_lib
@@ -873,17 +873,9 @@ def simulate_cached(synth_cfg, cache_dir: str,
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
       pass  # A damaged cache file is simply rebuilt.
   sim = simulate(synth_cfg, render_size)
-  os.makedirs(cache_dir, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".sim-", suffix=".npz.tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, **sim)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is an ordinary readable file.
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  buf = io.BytesIO()
+  np.savez(buf, **sim)
+  io_utils.atomic_write_bytes(path, buf.getvalue())
   return sim, False
 
 

@@ -639,10 +639,12 @@ def build_markdown(results, report, comparisons, plot_paths):
   else:
     out += ["No search-fold test result was recorded.", ""]
 
+  n_pairs = max([int(c["n"]) for c in comparisons if c.get("n")] or [0])
+  floor = (f" With {n_pairs} folds the smallest two-sided p-value the exact test can reach is "
+           f"{2.0 / 2 ** n_pairs:.2g}; treat these as descriptive." if n_pairs else "")
   out += ["## Paired comparisons", "",
           "Wilcoxon signed-rank test on per-fold image-level values (folds paired by number; "
-          "folds with a missing value are dropped, see n). With 10 folds the smallest two-sided "
-          "p-value the exact test can reach is about 0.002; treat these as descriptive.", ""]
+          "folds with a missing value are dropped, see n)." + floor, ""]
   if comparisons:
     notes = any(c.get("note") for c in comparisons)
     rows = [[f"{c['a']} vs {c['b']}", c["metric"], c["n"], _float_text(c["mean_a"]),

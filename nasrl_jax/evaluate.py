@@ -110,7 +110,13 @@ def cross_validate(arch, dataset, folds, config, *, data: train_lib.DeviceData =
     probs = trainer.predict(res.params, res.batch_stats, test)
     prob1 = probs[:, 1] if probs.shape[1] == 2 else 1.0 - probs[:, 0]
     fold_result = score(labels[test], prob1, np.asarray(dataset.subject_id)[test])
-    fold_result.update(fold=i, best_epoch=res.best_epoch, best_val_loss=res.best_val_loss,
+    # The threshold an exported model uses for new images: chosen on this fold's validation part
+    # (Youden's J), never on its test part. Table 1 itself is reported at 0.5, as in the paper.
+    val = np.asarray(fold["val"], np.int64)
+    pv = trainer.predict(res.params, res.batch_stats, val)
+    val_threshold = metrics_lib.youden_threshold(labels[val] > 0, 1.0 - pv[:, 0])
+    fold_result.update(fold=i, val_threshold=val_threshold, best_epoch=res.best_epoch,
+                       best_val_loss=res.best_val_loss,
                        best_val_acc=res.best_val_acc, train_seconds=res.train_seconds,
                        compile_seconds=res.compile_seconds,  # Non-zero for the first fold only.
                        train_images=int(len(fold["train"])), val_images=int(len(fold["val"])),

@@ -196,3 +196,18 @@ def mean_roc(fprs, tprs, grid=101):
   curves = np.stack(curves)
   std = curves.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(grid_fpr.shape)
   return grid_fpr, curves.mean(axis=0), std
+
+
+def youden_threshold(y_true, prob, default=0.5) -> float:
+  """Decision threshold maximising Youden's J = sensitivity + specificity - 1 (sklearn roc_curve).
+
+  Used on validation data to pick the exported model's threshold. Returns `default` when the
+  labels hold one class only.
+  """
+  y = np.asarray(y_true)
+  p = np.asarray(prob, np.float64)
+  if np.unique(y).size < 2:
+    return float(default)
+  fpr, tpr, thr = skm.roc_curve(y, p)
+  best = int(np.argmax(tpr - fpr))
+  return float(np.clip(thr[best], 0.0, 1.0))

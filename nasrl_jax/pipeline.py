@@ -298,7 +298,9 @@ def _cross_validate_model(name, arch, dataset, folds, config, data, sizes, spec,
   def on_fold(i, result, weights):
     if i == fold_f:  # The exported model: trained on the search fold's training part.
       ckpt_lib.save_model(export_dir, _pure(weights), _model_metadata(
-          arch, spec, config, {"name": name, "fold": i, "test_metrics": report_lib.to_json_safe(result)}))
+          arch, spec, config, {"name": name, "fold": i, "threshold": result["val_threshold"],
+                               "threshold_source": "Youden J on the fold's validation part",
+                               "test_metrics": report_lib.to_json_safe(result)}))
     if writer:
       io_utils.atomic_write_json(os.path.join(cv_dir, f"fold_{i}.json"),
                                  report_lib.to_json_safe(dict(result, architecture=tag)))

@@ -120,3 +120,14 @@ def test_mean_roc_of_one_sklearn_curve_passes_through_its_points():
   assert np.all(np.diff(mean) >= 0) and np.all(std == 0)
   _, mean, _ = M.mean_roc([], [])
   assert np.all(np.isnan(mean))
+
+
+def test_youden_threshold_maximises_sensitivity_plus_specificity():
+  y = np.array([0, 0, 0, 1, 1, 1])
+  p = np.array([0.1, 0.3, 0.6, 0.55, 0.8, 0.9])
+  # Brute force over the scores as thresholds gives the best achievable J.
+  best = max(p, key=lambda t: np.mean(p[y == 1] >= t) + np.mean(p[y == 0] < t))
+  t = M.youden_threshold(y, p)
+  assert np.mean(p[y == 1] >= t) + np.mean(p[y == 0] < t) == pytest.approx(
+      np.mean(p[y == 1] >= best) + np.mean(p[y == 0] < best))
+  assert M.youden_threshold([1, 1, 1], [0.2, 0.4, 0.9]) == 0.5

@@ -110,6 +110,7 @@ def test_exported_model_reproduces_the_search_fold_test_result(tiny_run):
     arch, spec, g, params, stats, meta = pipeline.load_exported(w / "models" / m["name"])
     assert str(arch) == m["architecture"]
     assert meta["preprocessing"]["image_size"] == cfg.data.image_size
+    assert 0.0 <= meta["threshold"] <= 1.0 and "validation" in meta["threshold_source"]
     logits, _ = child.apply(g, params, stats, ds.images[test], train=False)
     pred = np.asarray(jax.numpy.argmax(logits, -1))
     acc = float(np.mean(pred == ds.label[test]))

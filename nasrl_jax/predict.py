@@ -64,7 +64,8 @@ DICOM_EXTENSIONS = (".dcm", ".dicom")
 # Used when a model's metadata has no max_pixels (pipeline does not export it): the default of
 # config.data.max_pixels, the decompression-bomb guard.
 DEFAULT_MAX_PIXELS = 60_000_000
-DEFAULT_THRESHOLD = 0.5  # When the metadata has no threshold (pipeline exports 0.5).
+# When the metadata has no threshold (the pipeline exports one chosen on validation data).
+DEFAULT_THRESHOLD = 0.5
 COLUMNS = ("level", "path", "frame", "subject_id", "n_images", "prob", "label", "threshold",
            "model", "architecture", "saliency")
 SALIENCY_ALPHA = 0.6  # Opacity of the heat map where the Grad-CAM map is at its maximum.

@@ -142,8 +142,7 @@ def bench_arch(name, arch, config, data, split, peak, args, phases) -> dict:
   epoch_s = spe * pipelined + statistics.median(evals)
   return {
       "arch": name, "architecture": str(arch),
-      "params": child_lib.count_params(arch, spec.input_shape, spec.num_classes, spec.head,
-                                       spec.batch_norm, spec.dense_units, spec.width_multiplier),
+      "params": child_lib.count_params_for(arch, spec),
       "forward_flops_per_image": fwd, "batch": batch, "compile_seconds": compile_s,
       "compile_phase_seconds": compile_phases,
       "init_seconds": init_s, "timed_steps": steps, "warmup_seconds": warm,
@@ -177,17 +176,10 @@ def main(argv):
   rec = common.record("child_training", argv, device=info, size=args.size, width=args.width,
                       dtype=args.dtype, peak=peak, rows=[])
   phases = common.CompilePhases()
-  for name, arch in args.arch_map.items():
-    t0 = time.perf_counter()
-    try:
-      row = bench_arch(name, arch, config, data, split, peak, args, phases)
-    except Exception as e:  # pylint: disable=broad-except  (e.g. out of memory: keep the others)
-      row = {"arch": name, "architecture": str(arch),
-             "error": f"{type(e).__name__}: {str(e)[:300]}"}
-    row["wall_seconds"] = time.perf_counter() - t0
-    rec["rows"].append(row)
-    common.write_results(args.name, rec, args.results_dir or None)
-    print(f"[child_training] {name}: done in {row['wall_seconds']:.1f}s", flush=True)
+  common.run_rows("child_training", rec, args.arch_map,
+                  lambda name, arch: bench_arch(name, arch, config, data, split, peak, args,
+                                                phases),
+                  args.name, args.results_dir)
 
   print(f"\nchild training, {rec['device']}, {args.size}px, width {args.width}, {args.dtype}, "
         f"batch {batch}; peak ({peak['n']}^3 matmul) "

@@ -256,6 +256,26 @@ def _json_safe(obj):
   return obj
 
 
+def run_rows(bench: str, rec: dict, arch_map: dict, measure, name: str,
+             results_dir: Optional[str] = None) -> None:
+  """Measures each architecture with `measure(name, arch) -> row`, keeping going on errors.
+
+  A failing architecture (e.g. out of memory) becomes a row with its error; the results file is
+  rewritten after every row, so a benchmark cut off by a timeout keeps what it measured.
+  """
+  for arch_name, arch in arch_map.items():
+    t0 = time.perf_counter()
+    try:
+      row = measure(arch_name, arch)
+    except Exception as e:  # pylint: disable=broad-except  (keep the other architectures)
+      row = {"arch": arch_name, "architecture": str(arch),
+             "error": f"{type(e).__name__}: {str(e)[:300]}"}
+    row["wall_seconds"] = time.perf_counter() - t0
+    rec["rows"].append(row)
+    write_results(name, rec, results_dir or None)
+    print(f"[{bench}] {arch_name}: done in {row['wall_seconds']:.1f}s", flush=True)
+
+
 def write_results(name: str, rec: dict, results_dir: Optional[str] = None) -> List[str]:
   """Writes rec as <results_dir or benchmarks/results>/<name>.json, and to $OUT/ if $OUT is set.
 

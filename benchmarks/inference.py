@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -89,24 +88,14 @@ def main(argv):
   spec = child_lib.ChildSpec.from_config(c, (args.size, args.size, 1), 2)
   rec = common.record("inference", argv, size=args.size, width=args.width, dtype=args.dtype,
                       batch=args.batch, iters=args.iters, found_source=args.found_source, rows=[])
-  for name, arch in args.arch_map.items():
-    t0 = time.perf_counter()
-    try:
-      speed = evaluate.inference_speed(arch, spec, None, iters=args.iters,
-                                       throughput_batch=args.batch)
-      row = {"arch": name, "architecture": str(arch),
-             "params": child_lib.count_params(arch, spec.input_shape, spec.num_classes, spec.head,
-                                              spec.batch_norm, spec.dense_units,
-                                              spec.width_multiplier),
-             "forward_flops_per_image": child_lib.count_flops(arch, spec)}
-      row.update(speed)
-    except Exception as e:  # pylint: disable=broad-except  (e.g. out of memory: keep the others)
-      row = {"arch": name, "architecture": str(arch),
-             "error": f"{type(e).__name__}: {str(e)[:300]}"}
-    row["wall_seconds"] = time.perf_counter() - t0
-    rec["rows"].append(row)
-    common.write_results(args.name, rec, args.results_dir or None)
-    print(f"[inference] {name}: done in {row['wall_seconds']:.1f}s", flush=True)
+  def measure(name, arch):
+    speed = evaluate.inference_speed(arch, spec, None, iters=args.iters,
+                                     throughput_batch=args.batch)
+    return dict({"arch": name, "architecture": str(arch),
+                 "params": child_lib.count_params_for(arch, spec),
+                 "forward_flops_per_image": child_lib.count_flops(arch, spec)}, **speed)
+
+  common.run_rows("inference", rec, args.arch_map, measure, args.name, args.results_dir)
 
   print(f"\ninference, {rec['device']}, {args.size}px, width {args.width}, {args.dtype}; "
         f"found = {args.found_source}; {rec['date']}")

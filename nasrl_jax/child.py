@@ -226,6 +226,12 @@ def count_params(arch: space_lib.Architecture, input_shape=(224, 224, 1), num_cl
   return int(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
 
 
+def count_params_for(arch: space_lib.Architecture, spec: ChildSpec) -> int:
+  """`count_params` with every setting taken from a ChildSpec."""
+  return count_params(arch, spec.input_shape, spec.num_classes, spec.head, spec.batch_norm,
+                      spec.dense_units, spec.width_multiplier)
+
+
 def count_flops(arch: space_lib.Architecture, spec: ChildSpec) -> int:
   """Forward-pass FLOPs per image (multiply-adds x 2) of convs and dense layers.
 

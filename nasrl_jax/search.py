@@ -517,9 +517,7 @@ class ChildEvaluator:
 
   def evaluate_one(self, arch, device=None) -> ChildResult:
     device = device or self.devices[0]
-    params = child_lib.count_params(
-        arch, self.spec.input_shape, self.spec.num_classes, self.spec.head, self.spec.batch_norm,
-        self.spec.dense_units, self.spec.width_multiplier)
+    params = child_lib.count_params_for(arch, self.spec)
     flops = child_lib.count_flops(arch, self.spec)
     try:
       future = self._prefetched.pop((arch, device), None)

@@ -130,7 +130,28 @@ def _controller_signature(tree: Any) -> list[dict]:
   return out
 
 
-class ControllerCheckpointer:
+class _Managed:
+  """Waiting, closing and `with` support shared by the classes around one CheckpointManager."""
+
+  _mngr: ocp.CheckpointManager
+
+  def wait(self) -> None:
+    """Blocks until every save in flight is on disk."""
+    self._mngr.wait_until_finished()
+
+  def close(self) -> None:
+    """Finishes saves in flight and releases Orbax's threads."""
+    self._mngr.wait_until_finished()
+    self._mngr.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+class ControllerCheckpointer(_Managed):
   """Checkpoints the controller state after every controller step; resumes from the latest good one.
 
   Usage (the search loop)::
@@ -304,21 +325,6 @@ class ControllerCheckpointer:
       logging.warning("Moved unreadable controller checkpoint %s to %s.", src, dst)
     self._mngr.reload()
 
-  def wait(self) -> None:
-    """Blocks until every save in flight is on disk."""
-    self._mngr.wait_until_finished()
-
-  def close(self) -> None:
-    """Finishes saves in flight and releases Orbax's threads."""
-    self._mngr.wait_until_finished()
-    self._mngr.close()
-
-  def __enter__(self) -> ControllerCheckpointer:
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.close()
-
 
 def _compare_signatures(saved: list[dict], expected: list[dict]) -> None:
   """Raises _IncompatibleCheckpoint naming the first path whose presence or shape differs.
@@ -482,7 +488,7 @@ def _load_model(path: epath.Path) -> tuple[dict, dict]:
   return params, dict(restored[_META])
 
 
-class ModelStore:
+class ModelStore(_Managed):
   """Children's weights keyed by child index, optionally only the `max_to_keep` best by score.
 
   Each child's folder (`path(index)`) has the `save_model` layout. With `max_to_keep=k` every
@@ -588,18 +594,3 @@ class ModelStore:
     """Removes child `index` from disk."""
     self.wait()
     self._mngr.delete(int(index))
-
-  def wait(self) -> None:
-    """Blocks until every save in flight is on disk."""
-    self._mngr.wait_until_finished()
-
-  def close(self) -> None:
-    """Finishes saves in flight and releases Orbax's threads."""
-    self._mngr.wait_until_finished()
-    self._mngr.close()
-
-  def __enter__(self) -> ModelStore:
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.close()

@@ -90,7 +90,7 @@ def cross_validate(arch, dataset, folds, config, *, data: train_lib.DeviceData =
 
   Returns:
     {"folds": [per-fold dicts with image/subject metrics, best_epoch, seconds], "compile_seconds",
-     "last_weights": (params, batch_stats) of the last fold trained, "trainer"}.
+     "last_weights": (params, batch_stats) of the last fold trained}.
   """
   labels = np.asarray(dataset.label)
   if data is None:
@@ -128,8 +128,7 @@ def cross_validate(arch, dataset, folds, config, *, data: train_lib.DeviceData =
     logging.info("  %s fold %d/%d: acc %.3f auroc %.3f (%.1fs)", "CV", i + 1, len(folds),
                  fold_result["image"]["accuracy"], fold_result["image"]["auroc"],
                  res.train_seconds)
-  return {"folds": results, "compile_seconds": trainer.compile_seconds, "last_weights": weights,
-          "trainer": trainer}
+  return {"folds": results, "compile_seconds": trainer.compile_seconds, "last_weights": weights}
 
 
 def inference_speed(arch, spec: child_lib.ChildSpec, weights, *, iters=100,

@@ -207,7 +207,8 @@ class _Progress:
 # ---------------------------------------------------------------------------- the loop
 
 
-def _normalise(result, arch) -> ChildResult:
+def _normalise(result) -> ChildResult:
+  """An evaluator's float reward or ChildResult -> ChildResult."""
   if isinstance(result, ChildResult):
     return result
   r = float(result)
@@ -324,7 +325,7 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
           evaluator.prefetch(chunks[next_chunk + 1])
         out = evaluator(chunk)
         for j, res in enumerate(out):
-          results[next_chunk * parallelism + j] = _normalise(res, chunk[j])
+          results[next_chunk * parallelism + j] = _normalise(res)
         next_chunk += 1
 
       records = []
@@ -345,7 +346,7 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
             res = results.pop(pos)
             pos += 1
           else:  # A repeat whose first occurrence failed: evaluate it again, alone.
-            res = _normalise(evaluator([arch])[0], arch)
+            res = _normalise(evaluator([arch])[0])
           if res.status != "ok":
             reward = float(config.search.failed_reward)
           elif res.reward is not None:
@@ -441,7 +442,7 @@ class DistributedEvaluator:
   def __call__(self, archs):
     from jax.experimental import multihost_utils
     mine = self._mine(archs)
-    local = [_normalise(r, a) for r, a in zip(self.local(mine) if mine else [], mine)]
+    local = [_normalise(r) for r in (self.local(mine) if mine else [])]
     per = -(-len(archs) // self.n)
     buf = np.zeros((per, self._BYTES), np.uint8)
     for j, res in enumerate(local):

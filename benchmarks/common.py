@@ -153,16 +153,9 @@ def matmul_peak(dtype: str, n: Optional[int] = None, iters: Optional[int] = None
 
 
 def enable_compile_cache(path: str) -> None:
-  """Turns on JAX's persistent compilation cache at `path`, caching every entry.
-
-  The same three switches as nasrl_jax.pipeline.setup_runtime (which is not imported here: it
-  pulls in scikit-learn and matplotlib through evaluate/report).
-  """
-  os.makedirs(path, exist_ok=True)
-  jax.config.update("jax_enable_compilation_cache", True)
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  """Turns on JAX's persistent compilation cache at `path`, caching every entry."""
+  from nasrl_jax import io_utils  # Light: no scikit-learn / matplotlib.
+  io_utils.enable_compile_cache(path)
 
 
 def disable_compile_cache() -> None:
@@ -244,18 +237,6 @@ def record(name: str, argv: Sequence[str], device: Optional[dict] = None, **payl
   return rec
 
 
-def _json_safe(obj):
-  if isinstance(obj, dict):
-    return {str(k): _json_safe(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [_json_safe(v) for v in obj]
-  if isinstance(obj, (np.integer,)):
-    return int(obj)
-  if isinstance(obj, (float, np.floating)):
-    return float(obj) if np.isfinite(obj) else None
-  return obj
-
-
 def run_rows(bench: str, rec: dict, arch_map: dict, measure, name: str,
              results_dir: Optional[str] = None) -> None:
   """Measures each architecture with `measure(name, arch) -> row`, keeping going on errors.
@@ -291,7 +272,7 @@ def write_results(name: str, rec: dict, results_dir: Optional[str] = None) -> Li
   paths = []
   for d in dict.fromkeys(dirs):
     path = os.path.join(d, f"{name}.json")
-    io_utils.atomic_write_json(path, _json_safe(rec))
+    io_utils.atomic_write_json(path, io_utils.to_json_safe(rec))
     paths.append(path)
   return paths
 

@@ -50,12 +50,7 @@ def setup_runtime(config) -> None:
   for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
     if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
       handler.addFilter(_QuietOrbax())
-  path = os.path.expanduser(config.compile_cache_dir)
-  if path:
-    os.makedirs(path, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  io_utils.enable_compile_cache(config.compile_cache_dir)
 
 
 def _flatten(d, prefix=""):
@@ -300,10 +295,10 @@ def _cross_validate_model(name, arch, dataset, folds, config, data, sizes, spec,
       ckpt_lib.save_model(export_dir, _pure(weights), _model_metadata(
           arch, spec, config, {"name": name, "fold": i, "threshold": result["val_threshold"],
                                "threshold_source": "Youden J on the fold's validation part",
-                               "test_metrics": report_lib.to_json_safe(result)}))
+                               "test_metrics": io_utils.to_json_safe(result)}))
     if writer:
       io_utils.atomic_write_json(os.path.join(cv_dir, f"fold_{i}.json"),
-                                 report_lib.to_json_safe(dict(result, architecture=tag)))
+                                 io_utils.to_json_safe(dict(result, architecture=tag)))
 
   with _Stage(f"cross-validation {name}: {arch}"):
     cv = evaluate.cross_validate(arch, dataset, folds, config, data=data, sizes=sizes,

@@ -167,21 +167,7 @@ def compare(models):
   return out
 
 
-def to_json_safe(obj):
-  """Plain-JSON copy of `obj`: NaN/inf -> None, numpy scalars/arrays -> Python, tuples -> lists."""
-  if isinstance(obj, dict):
-    return {str(k): to_json_safe(v) for k, v in obj.items()}
-  if isinstance(obj, (list, tuple)):
-    return [to_json_safe(v) for v in obj]
-  if isinstance(obj, np.ndarray):
-    return to_json_safe(obj.tolist())
-  if isinstance(obj, (bool, np.bool_)):
-    return bool(obj)
-  if isinstance(obj, (int, np.integer)):
-    return int(obj)
-  if isinstance(obj, (float, np.floating)):
-    return float(obj) if math.isfinite(obj) else None
-  return obj
+to_json_safe = io_utils.to_json_safe  # Kept for callers of report.to_json_safe.
 
 
 def build_report_json(results, summaries, comparisons):

@@ -7,13 +7,15 @@ import sys
 
 import pytest
 
+from tests.conftest import compile_cache_flag
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _launch(workdir, *flags, cache_dir):
   cmd = [sys.executable, os.path.join(ROOT, "launch.py"),
          "--config=" + os.path.join(ROOT, "configs/fatty_liver.py:tiny"), f"--workdir={workdir}",
-         f"--config.data.cache_dir={cache_dir}", *flags]
+         f"--config.data.cache_dir={cache_dir}", compile_cache_flag(), *flags]
   return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
@@ -137,7 +139,8 @@ def test_manifest_source_runs_the_same_pipeline(tmp_path):
   cmd = [sys.executable, os.path.join(ROOT, "launch.py"),
          "--config=" + os.path.join(ROOT, "configs/fatty_liver.py:tiny,manifest"),
          f"--config.data.manifest={root / 'manifest.csv'}", f"--workdir={w}",
-         "--config.eval.models=('NASRL', 'VGG19')", "--config.search.random_search=False"]
+         "--config.eval.models=('NASRL', 'VGG19')", "--config.search.random_search=False",
+         compile_cache_flag()]
   p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
   assert p.returncode == 0, p.stderr[-3000:]
   rep = json.loads((w / "report.json").read_text())

@@ -75,7 +75,9 @@ class BatchNorm(nnx.Module):
     if train:
       xf = x.astype(jnp.float32)
       mean = xf.mean(axis=(0, 1, 2))
-      var = jnp.maximum((xf * xf).mean(axis=(0, 1, 2)) - mean * mean, 0.0)
+      # Two passes (mean of squared deviations): E[x^2] - E[x]^2 cancels catastrophically in
+      # float32 when the mean is large against the spread.
+      var = jnp.square(xf - mean).mean(axis=(0, 1, 2))
       m = self.momentum
       # set_value replaces the Variable's array (item assignment would write into the array
       # shared with the caller's State outside jit).
@@ -161,7 +163,7 @@ def _max_pool(x):
   return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
 
-def init(arch: space_lib.Architecture, spec: ChildSpec, seed: int):
+def init(arch: space_lib.Architecture, spec: ChildSpec, seed):
   """(graphdef, params, batch_stats) of a freshly initialised child, without compiling anything.
 
   Flax's own initialisers run as one small XLA computation per parameter shape: measured here, an
@@ -169,9 +171,13 @@ def init(arch: space_lib.Architecture, spec: ChildSpec, seed: int):
   architecture. So the structure comes from `jax.eval_shape` and the values from a seeded numpy
   Generator: He-normal (truncated at 2 sd, fan-in, gain 2 for ReLU) kernels, zero biases, BN scale 1.
   Deterministic per (arch, spec, seed).
+
+  Args:
+    arch, spec: the child.
+    seed: an int or a `np.random.Generator` (e.g. `rng.host_rng(init_key)`).
   """
   graphdef, params, stats = abstract_state(arch, spec)
-  rng = np.random.default_rng(seed)
+  rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
   def fill(path, leaf):
     name = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)][-1]
@@ -230,6 +236,24 @@ def count_params_for(arch: space_lib.Architecture, spec: ChildSpec) -> int:
   """`count_params` with every setting taken from a ChildSpec."""
   return count_params(arch, spec.input_shape, spec.num_classes, spec.head, spec.batch_norm,
                       spec.dense_units, spec.width_multiplier)
+
+
+def activation_elements(arch: space_lib.Architecture, spec: ChildSpec) -> int:
+  """Elements per image of the conv activations a training step keeps for the backward pass.
+
+  Each conv layer's output is stored about three times (conv, batch norm, ReLU), the pools once;
+  a memory estimate's activation term (`train.member_bytes`).
+  """
+  h, w, _ = spec.input_shape
+  total, i = h * w, 0
+  per_layer = 3 if spec.batch_norm else 2
+  for b in arch.blocks:
+    for _ in range(b):
+      total += per_layer * h * w * spec.width(arch.filters[i])
+      i += 1
+    h, w = h // 2, w // 2
+    total += h * w * spec.width(arch.filters[i - 1])
+  return int(total)
 
 
 def count_flops(arch: space_lib.Architecture, spec: ChildSpec) -> int:

@@ -74,20 +74,60 @@ def test_update_step_and_ema_baseline(config_factory):
   assert int(state.step) == 2
 
 
-def test_reward_transforms(config_factory):
-  c = config_factory().controller
+def _result(acc, loss, probs=None, labels=(0, 1, 1, 0)):
+  """A TrainResult-like record with per-epoch curves (reinforce reads only these fields)."""
+  import types
+  n = len(acc)
+  probs = np.tile(np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4]]), (n, 1, 1)) \
+      if probs is None else probs
+  return types.SimpleNamespace(val_acc=np.asarray(acc), val_loss=np.asarray(loss),
+                               val_probs=probs, val_labels=np.asarray(labels),
+                               best_epoch=int(np.argmin(loss)), best_val_loss=float(min(loss)))
+
+
+def test_reward_metrics_and_transforms(config_factory):
+  c = config_factory()
   acc = [0.9, 0.5, 0.6, 0.7, 0.65, 0.6]
-  c.reward = "best_val_acc"
-  assert reinforce.transform_reward(acc, 10, c) == pytest.approx(0.9)
-  c.reward = "cubed_last5"
-  assert reinforce.transform_reward(acc, 10, c) == pytest.approx(0.7 ** 3)
-  c.reward = "params_aware"
-  c.params_target = 1000
-  c.params_weight = -0.07
-  assert reinforce.transform_reward(acc, 2000, c) == pytest.approx(0.9 * 2 ** -0.07)
-  c.reward = "nope"
+  loss = [0.9, 0.8, 0.4, 0.5, 0.6, 0.7]  # Kept weights: epoch 2.
+  res = _result(acc, loss)
+  c.controller.reward = "best"
+  c.controller.reward_metric = "val_accuracy"
+  assert reinforce.split_reward(res, 10, c, 2)["reward"] == pytest.approx(0.9)  # The paper.
+  c.controller.reward_metric = "val_nll"
+  assert reinforce.split_reward(res, 10, c, 2)["reward"] == pytest.approx(-0.4)
+  c.controller.reward_metric = "val_auroc"
+  assert reinforce.split_reward(res, 10, c, 2)["reward"] == pytest.approx(1.0)  # Separates.
+  c.controller.reward_metric = "val_accuracy"
+  c.controller.reward = "cubed_last5"
+  assert reinforce.split_reward(res, 10, c, 2)["reward"] == pytest.approx(0.7 ** 3)
+  c.controller.reward = "params_aware"
+  c.controller.params_target = 1000
+  c.controller.params_weight = -0.07
+  assert reinforce.split_reward(res, 2000, c, 2)["reward"] == pytest.approx(0.9 * 2 ** -0.07)
+  c.controller.reward = "nope"
   with pytest.raises(ValueError, match="controller.reward"):
-    reinforce.transform_reward(acc, 10, c)
+    reinforce.split_reward(res, 10, c, 2)
+  from nasrl_jax.errors import UserInputError
+  c.controller.reward = "cubed_last5"
+  c.controller.reward_metric = "val_nll"
+  with pytest.raises(UserInputError, match="val_nll"):
+    reinforce.check_reward_config(c.controller)
+
+
+def test_failed_children_carry_no_advantage_even_with_nan_rewards(config_factory):
+  c = config_factory().controller
+  c.entropy_weight = 0.0
+  opt = optax.sgd(1.0)
+  update = reinforce.make_update(_toy_log_prob, opt, c)
+  state = reinforce.init_state({"theta": THETA}, opt)
+  actions = jnp.array([[1, 0], [0, 1], [1, 1]])
+  new, m = update(state, actions, jnp.array([1.0, 0.0, jnp.nan]), jnp.array([True, True, False]))
+  assert np.all(np.isfinite(np.asarray(new.params["theta"])))
+  np.testing.assert_allclose(float(m["baseline_used"]), 0.5)  # Mean of the valid rewards only.
+  ref, _ = update(state, actions[:2], jnp.array([1.0, 0.0]))
+  # Same direction as the two valid children alone; 1/m counts all three sampled children.
+  np.testing.assert_allclose((np.asarray(new.params["theta"]) - np.asarray(THETA)) * 3,
+                             (np.asarray(ref.params["theta"]) - np.asarray(THETA)) * 2, rtol=1e-5)
 
 
 def test_controller_learns_a_toy_landscape(config_factory):

@@ -1,19 +1,22 @@
-"""The search loop: REINFORCE controller (or random search) over child architectures, with resume.
+"""One search: a short ask -> evaluate -> tell loop over a strategy, and the `Ledger` that keeps it.
 
-Per controller step (eq. (4) of the paper): sample m architectures from the controller (one
-jitted, vmapped call), evaluate them (train each child on the search split; its reward is the best
-validation accuracy), apply the REINFORCE update with the EMA baseline, then append one JSON line per
-child to `workdir/history.jsonl`, one line per step to `workdir/steps.jsonl`, and checkpoint the
-controller state (Orbax). `strategy = random` replaces the controller by uniform sampling with the
-same budget and the same history format.
+`run_search(config, evaluator, workdir)` runs (or resumes) one strategy (`strategies.py`:
+reinforce, random, evolution) for `config.search.num_steps` steps of `children_per_step`
+children. The evaluator is any callable taking a list of Architecture and returning, per
+architecture, a float reward or a `ChildResult`; `ChildEvaluator` trains each child on the
+search's reward splits (mean reward over the splits) with the pure training functions of
+`train.py`.
 
-Evaluator protocol: any callable taking a list of Architecture and returning, per architecture,
-either a float reward or a `ChildResult`. `ChildEvaluator` trains children on a split.
+The `Ledger` owns everything around the loop: `history.jsonl` (one line per child, appended as it
+finishes, optionally also to the run's merged ledger), `steps.jsonl` (one line per step), the
+memo (an architecture trained before on the same splits is not retrained), resume, the
+strategy-state checkpoints (Orbax, after every step), TensorBoard logs, the progress line and
+failure accounting.
 
-Resume: rerunning with the same workdir restores the controller from its latest good checkpoint,
-reuses history lines of children already evaluated (also those of the interrupted step, so they are
-not retrained), redoes the interrupted controller step and goes on. Sampling keys are
-`fold_in(seed key, step)`, so a resumed run samples exactly what an uninterrupted run would.
+Resume: sampling keys are `rng.ask_key(search key, step)` with the search key from (seed,
+strategy), so a resumed search samples exactly what an uninterrupted one would: the ledger restores
+the strategy state of the latest good checkpoint, reuses the history lines of children already
+evaluated (also those of the interrupted step) and redoes the interrupted step.
 """
 
 import concurrent.futures
@@ -26,17 +29,15 @@ import time
 from typing import Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import tqdm
 
-from nasrl_jax import child as child_lib
-from nasrl_jax import controller as controller_lib
-from nasrl_jax import logs
-from nasrl_jax import reinforce
+from nasrl_jax import io_utils
+from nasrl_jax import rng as rng_lib
 from nasrl_jax import space as space_lib
-from nasrl_jax import train as train_lib
+from nasrl_jax import strategies as strategies_lib
 from nasrl_jax.errors import UserInputError
+
+OK, MEMO, FAILED, DOES_NOT_FIT = "ok", "memo", "failed", "does_not_fit"
 
 
 class SearchAborted(RuntimeError):
@@ -45,20 +46,22 @@ class SearchAborted(RuntimeError):
 
 @dataclasses.dataclass
 class ChildResult:
-  """An evaluated child, as the evaluator returns it."""
-  val_acc: Sequence[float] = ()  # Validation accuracy per epoch.
-  val_loss: Sequence[float] = ()  # Validation loss per epoch (TensorBoard curves).
-  train_loss: Sequence[float] = ()  # Training loss per epoch (TensorBoard curves).
+  """An evaluated child, as an evaluator returns it (JSON-encodable but for `weights`)."""
+  reward: Optional[float] = None  # The child's reward (mean over the reward splits).
+  split_rewards: Sequence[float] = ()  # Reward of each split.
+  metrics: dict = dataclasses.field(default_factory=dict)  # metric -> mean over splits.
+  val_acc: Sequence[float] = ()  # Split 0's curves (TensorBoard, history).
+  val_loss: Sequence[float] = ()
+  train_loss: Sequence[float] = ()
   best_val_loss: float = float("nan")
   best_epoch: int = -1
   params: int = 0
   flops: int = 0
   compile_seconds: float = 0.0
   train_seconds: float = 0.0
-  status: str = "ok"  # ok | failed
-  error: str = ""  # Error class and message when failed.
-  weights: object = None  # (params, batch_stats) at the best val loss; not written to history.
-  reward: Optional[float] = None  # Set by evaluators that score directly (no reward transform).
+  status: str = OK  # ok | failed | does_not_fit
+  error: str = ""
+  weights: object = None  # Split 0's kept (params, batch_stats); not written anywhere.
 
 
 @dataclasses.dataclass
@@ -66,12 +69,15 @@ class ChildRecord:
   """One line of history.jsonl."""
   step: int
   child: int  # Index within the step.
-  index: int  # Global child index (step * m + child).
+  index: int  # Index within the search (step * m + child).
   strategy: str
+  seed: int
+  outer_fold: int
   architecture: space_lib.Architecture
   actions: list
   reward: float
-  best_val_acc: float
+  split_rewards: list
+  metrics: dict
   best_val_loss: float
   best_epoch: int
   val_acc: list
@@ -79,24 +85,28 @@ class ChildRecord:
   flops: int
   compile_seconds: float
   train_seconds: float
-  status: str  # ok | failed | memo (same architecture trained earlier: result reused)
+  status: str  # ok | memo (trained earlier in this run on the same splits) | failed | does_not_fit
   error: str = ""
+
+  @property
+  def valid(self) -> bool:
+    """Whether the reward says something about the architecture (tell()'s `valid`)."""
+    return self.status in (OK, MEMO) and bool(np.isfinite(self.reward))
 
   def to_json(self) -> dict:
     d = dataclasses.asdict(self)
     d["architecture"] = str(self.architecture)
     d["kernels"] = list(self.architecture.kernels)
     d["filters"] = list(self.architecture.filters)
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+    return io_utils.to_json_safe(d)
 
   @classmethod
   def from_json(cls, d: dict) -> "ChildRecord":
     d = dict(d)
     arch = space_lib.Architecture.from_string(d.pop("architecture"))
-    d.pop("kernels", None)
-    d.pop("filters", None)
-    for k in ("reward", "best_val_acc", "best_val_loss"):
+    for k in ("reward", "best_val_loss"):
       d[k] = float("nan") if d.get(k) is None else float(d[k])
+    d["split_rewards"] = [float("nan") if v is None else v for v in d.get("split_rewards", [])]
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(architecture=arch, **{k: v for k, v in d.items() if k in fields})
 
@@ -104,49 +114,53 @@ class ChildRecord:
 @dataclasses.dataclass
 class SearchResult:
   history: list  # ChildRecord per child, in order.
-  steps: list  # Per-step dicts: mean_reward, baseline, entropy, best_so_far, ...
+  steps: list  # Per-step dicts: mean_reward, max_reward, best_so_far, strategy metrics.
   wall_seconds: float
   strategy: str
+  seed: int = 0
+  outer_fold: int = 0
 
   def best(self, top_k: int = 1) -> list:
-    """Best records by reward (ties: fewer parameters, then earlier), unique architectures."""
+    """Best valid records by reward, distinct architectures (ties: fewer parameters, earlier)."""
     seen, out = set(), []
-    ok = [r for r in self.history if r.status != "failed" and np.isfinite(r.reward)]
-    for r in sorted(ok, key=lambda r: (-r.reward, r.params, r.index)):
+    for r in sorted((r for r in self.history if r.valid),
+                    key=lambda r: (-r.reward, r.params, r.index)):
       if r.architecture not in seen:
         seen.add(r.architecture)
         out.append(r)
     return out[:top_k]
 
   def summary(self) -> dict:
-    """Cost figures for the report."""
+    """Cost and outcome figures for the report."""
     recs = self.history
-    compile_s = float(sum(r.compile_seconds for r in recs if r.status == "ok"))
-    train_s = float(sum(r.train_seconds for r in recs if r.status == "ok"))
+    trained = [r for r in recs if r.status == OK]
     best = self.best(1)
     return {
-        "children": len(recs), "steps": len(self.steps), "wall_seconds": self.wall_seconds,
-        "compile_seconds": compile_s, "train_seconds": train_s,
-        "compile_share": compile_s / self.wall_seconds if self.wall_seconds > 0 else None,
-        "memo_hits": sum(r.status == "memo" for r in recs),
-        "failed": sum(r.status == "failed" for r in recs),
-        "best": ({"architecture": str(best[0].architecture), "reward": best[0].reward,
-                  "params": best[0].params} if best else None),
+        "fold": self.outer_fold, "seed": self.seed, "children": len(recs),
+        "distinct": len({r.architecture for r in recs}),
+        "memo_hits": sum(r.status == MEMO for r in recs),
+        "failed": sum(r.status == FAILED for r in recs),
+        "does_not_fit": sum(r.status == DOES_NOT_FIT for r in recs),
+        "wall_seconds": self.wall_seconds,
+        "compile_seconds": float(sum(r.compile_seconds for r in trained)),
+        "train_seconds": float(sum(r.train_seconds for r in trained)),
+        "best_reward": best[0].reward if best else None,
+        "best_architecture": str(best[0].architecture) if best else None,
         "per_step": self.steps,
-        "rewards": [r.reward for r in recs],
+        "rewards": [r.reward if r.valid else None for r in recs],
     }
 
 
-# ---------------------------------------------------------------------------- history files
+# ---------------------------------------------------------------------------- JSON lines
 
 
 def read_jsonl(path) -> list:
   """Reads a JSON-lines file, ignoring a torn last line (a crash mid-write)."""
   if not os.path.exists(path):
     return []
-  out = []
   with open(path, encoding="utf-8") as f:
     lines = f.read().split("\n")
+  out = []
   for i, line in enumerate(lines):
     if not line.strip():
       continue
@@ -160,13 +174,7 @@ def read_jsonl(path) -> list:
   return out
 
 
-def _rewrite_jsonl(path, rows: list) -> None:
-  """Atomically rewrites a JSON-lines file (used once at resume to drop a torn line)."""
-  from nasrl_jax import io_utils
-  io_utils.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _append_jsonl(path, rows: list) -> None:
+def append_jsonl(path, rows: list) -> None:
   """Appends complete lines with one write + fsync (a crash leaves at most one torn line)."""
   with open(path, "a", encoding="utf-8") as f:
     f.write("".join(json.dumps(r) + "\n" for r in rows))
@@ -174,37 +182,88 @@ def _append_jsonl(path, rows: list) -> None:
     os.fsync(f.fileno())
 
 
+def rewrite_jsonl(path, rows: list) -> None:
+  io_utils.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
 # ---------------------------------------------------------------------------- progress
 
 
-class _Progress:
-  """tqdm bar on a terminal; plain periodic log lines otherwise."""
+class Progress:
+  """A tqdm bar on a terminal, plain periodic log lines otherwise; the best reward is monotone."""
 
   def __init__(self, total, desc, every_s):
+    import tqdm  # pylint: disable=g-import-not-at-top  (kept out of the search's import time)
     self.tty = sys.stderr.isatty()
     self.bar = tqdm.tqdm(total=total, desc=desc, disable=not self.tty, dynamic_ncols=True)
     self.total, self.desc, self.every_s = total, desc, every_s
-    self.t0 = time.time()
-    self.last = 0.0
-    self.n = 0
+    self.t0, self.last, self.n = time.time(), 0.0, 0
+    self.best = -np.inf
 
-  def update(self, n, best):
+  def update(self, n, reward):
     self.n += n
+    if reward is not None and np.isfinite(reward):
+      self.best = max(self.best, reward)
+    shown = self.best if np.isfinite(self.best) else float("nan")
     self.bar.update(n)
-    self.bar.set_postfix(best=f"{best:.4f}")
+    self.bar.set_postfix(best=f"{shown:.4f}")
     now = time.time()
     if not self.tty and (now - self.last >= self.every_s or self.n == self.total):
       self.last = now
       el = now - self.t0
       eta = el / max(self.n, 1) * (self.total - self.n)
-      logging.info("%s: %d/%d children, best reward %.4f, %.0fs elapsed, ETA %.0fs",
-                   self.desc, self.n, self.total, best, el, eta)
+      logging.info("%s: %d/%d children, best reward so far %.4f, %.0fs elapsed, ETA %.0fs",
+                   self.desc, self.n, self.total, shown, el, eta)
 
   def close(self):
     self.bar.close()
 
 
-# ---------------------------------------------------------------------------- the loop
+# ---------------------------------------------------------------------------- the ledger
+
+
+class MergedLedger:
+  """The run's merged W/search/history.jsonl: every child of every search, one writer.
+
+  Rebuilt at start from the searches' own histories (so a resumed run continues it without
+  duplicates), then appended line by line as children finish.
+  """
+
+  def __init__(self, path: str, search_root: str, write: bool):
+    self.path, self.write = path, write
+    if write:
+      rows = []
+      for folder, _, files in sorted(os.walk(search_root)):
+        if "history.jsonl" in files and os.path.join(folder, "history.jsonl") != path:
+          rows += read_jsonl(os.path.join(folder, "history.jsonl"))
+      rows.sort(key=lambda r: (r.get("outer_fold", 0), r.get("seed", 0), r.get("strategy", ""),
+                               r.get("index", 0)))
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      rewrite_jsonl(path, rows)
+
+  def append(self, rec: "ChildRecord") -> None:
+    if self.write:
+      append_jsonl(self.path, [rec.to_json()])
+
+
+class Memo:
+  """Results of architectures already trained on a given set of splits (run-wide).
+
+  Keyed by (outer fold, seed, reward-splits signature, architecture): a reward trained on one outer
+  fold's subjects contains another fold's test subjects, so rewards never cross outer folds.
+  """
+
+  def __init__(self):
+    self._d = {}
+
+  def get(self, context, arch):
+    return self._d.get((context, arch))
+
+  def put(self, context, arch, rec):
+    self._d.setdefault((context, arch), rec)
+
+  def __len__(self):
+    return len(self._d)
 
 
 def _normalise(result) -> ChildResult:
@@ -212,220 +271,268 @@ def _normalise(result) -> ChildResult:
   if isinstance(result, ChildResult):
     return result
   r = float(result)
-  return ChildResult(val_acc=(r,), reward=r, status="ok" if np.isfinite(r) else "failed",
-                     error="" if np.isfinite(r) else "NonFiniteReward")
+  ok = bool(np.isfinite(r))
+  return ChildResult(reward=r, split_rewards=(r,), status=OK if ok else FAILED,
+                     error="" if ok else "NonFiniteReward")
+
+
+class Ledger:
+  """History, steps, memo, resume, checkpoints, TensorBoard and progress of one search."""
+
+  def __init__(self, config, workdir: str, strategy: str, seed: int, outer_fold: int, *,
+               memo: Optional[Memo] = None, memo_context=None, write: bool = True,
+               on_record: Optional[Callable] = None, on_child: Optional[Callable] = None):
+    self.config, self.workdir, self.strategy = config, workdir, strategy
+    self.seed, self.outer_fold, self.write = int(seed), int(outer_fold), write
+    self.m = int(config.search.children_per_step)
+    self.num_steps = int(config.search.num_steps)
+    self.memo = memo if memo is not None else Memo()
+    self.memo_context = (self.outer_fold, self.seed) if memo_context is None else memo_context
+    self.use_memo = bool(config.search.memo)
+    self.on_record, self.on_child = on_record, on_child
+    os.makedirs(workdir, exist_ok=True)
+    self.hist_path = os.path.join(workdir, "history.jsonl")
+    self.steps_path = os.path.join(workdir, "steps.jsonl")
+    self.t_start = time.time()
+    self.history, self.steps = [], []
+    self.done = {}
+    self.failures_in_row = 0
+    self.tb = self.progress = self.ckpt = None
+
+  # ------------------------------------------------------------------ resume
+
+  def open(self, template_state):
+    """Reads earlier progress; returns (strategy state, first step to run)."""
+    from nasrl_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+    old = [ChildRecord.from_json(d) for d in read_jsonl(self.hist_path)]
+    old_steps = read_jsonl(self.steps_path)
+    self.done = {(r.step, r.child): r for r in old}
+    for r in old:
+      if r.status in (OK, MEMO):
+        self.memo.put(self.memo_context, r.architecture, r)
+    self.ckpt = ckpt_lib.ControllerCheckpointer(os.path.join(self.workdir, "strategy"),
+                                                max_to_keep=3)
+    state, start = template_state, 0
+    restored = self.ckpt.restore(strategies_lib.to_host(template_state))
+    if restored is not None:
+      start, state, _ = restored
+      state = jax.tree.map(lambda t, x: np.asarray(x, t.dtype), template_state, state)
+      logging.info("%s: resuming after step %d", self.workdir, start - 1)
+    self.history = [r for r in old if r.step < start]
+    self.steps = old_steps[:start]
+    if self.write:  # Drops a torn line, and step rows written after the last checkpoint.
+      rewrite_jsonl(self.hist_path, [r.to_json() for r in old])
+      rewrite_jsonl(self.steps_path, self.steps)
+    for r in self.history:
+      self.failures_in_row = self.failures_in_row + 1 if not r.valid else 0
+    if self.write:
+      from nasrl_jax import logs  # pylint: disable=g-import-not-at-top  (tensorboardX is heavy)
+      self.tb = logs.MetricWriter(os.path.join(self.workdir, "tb"))
+    self.progress = Progress(self.num_steps * self.m,
+                             f"search[{self.strategy} seed {self.seed} fold {self.outer_fold}]",
+                             float(self.config.log_every_s))
+    best = max([r.reward for r in self.history if r.valid], default=None)
+    self.progress.update(len(self.history), best)
+    return state, start
+
+  # ------------------------------------------------------------------ one step
+
+  def evaluate_step(self, step: int, actions: np.ndarray, archs: list, evaluator) -> list:
+    """Records of this step's children: reused (resume, memo) or evaluated now.
+
+    Children to evaluate go to the evaluator in chunks of its `parallelism` (one per device or
+    process), the next chunk compiling ahead of time; each child's line is written as soon as it
+    is known, so an interruption loses at most the chunk in flight.
+    """
+    pending = []  # Architectures to evaluate, in order, without repeats.
+    for k, arch in enumerate(archs):
+      if self._reusable(step, k, arch) is None and arch not in pending:
+        pending.append(arch)
+    parallelism = max(1, int(getattr(evaluator, "parallelism", 1)))
+    chunks = [pending[i:i + parallelism] for i in range(0, len(pending), parallelism)]
+    results, next_chunk = {}, 0
+
+    def evaluate_next():
+      nonlocal next_chunk
+      chunk = chunks[next_chunk]
+      if next_chunk + 1 < len(chunks) and hasattr(evaluator, "prefetch"):
+        evaluator.prefetch(chunks[next_chunk + 1])
+      for arch, res in zip(chunk, evaluator(chunk)):
+        results[arch] = _normalise(res)
+      next_chunk += 1
+
+    records = []
+    for k, arch in enumerate(archs):
+      rec = self._reusable(step, k, arch)
+      if rec is None:
+        while arch not in results and next_chunk < len(chunks):
+          evaluate_next()
+        res = results.pop(arch, None)
+        if res is None:  # A repeat within this step whose first occurrence failed.
+          res = _normalise(evaluator([arch])[0])
+        rec = self._record(step, k, arch, actions[k], res)
+      elif rec.step != step or rec.child != k:  # A memo hit: this child's own line.
+        rec = dataclasses.replace(rec, step=step, child=k, index=step * self.m + k,
+                                  strategy=self.strategy, seed=self.seed,
+                                  outer_fold=self.outer_fold, actions=list(map(int, actions[k])),
+                                  compile_seconds=0.0, train_seconds=0.0, status=MEMO, error="")
+      if (step, k) not in self.done:
+        self._write_child(rec)
+      self._account(rec)
+      records.append(rec)
+    return records
+
+  def _reusable(self, step, k, arch):
+    prev = self.done.get((step, k))
+    if prev is not None and prev.architecture == arch:
+      return prev
+    if self.use_memo:
+      return self.memo.get(self.memo_context, arch)
+    return None
+
+  def _record(self, step, k, arch, actions, res: ChildResult) -> ChildRecord:
+    ok = res.status == OK and res.reward is not None and np.isfinite(res.reward)
+    reward = float(res.reward) if ok else float(self.config.search.failed_reward)
+    status = res.status if res.status != OK or ok else FAILED
+    rec = ChildRecord(
+        step=step, child=k, index=step * self.m + k, strategy=self.strategy, seed=self.seed,
+        outer_fold=self.outer_fold, architecture=arch, actions=list(map(int, actions)),
+        reward=reward, split_rewards=[float(v) for v in res.split_rewards],
+        metrics=dict(res.metrics), best_val_loss=float(res.best_val_loss),
+        best_epoch=int(res.best_epoch), val_acc=[float(v) for v in res.val_acc],
+        params=int(res.params), flops=int(res.flops),
+        compile_seconds=float(res.compile_seconds), train_seconds=float(res.train_seconds),
+        status=status, error=res.error or ("" if ok else "NonFiniteReward"))
+    if rec.status == OK:
+      self.memo.put(self.memo_context, arch, rec)
+      if self.on_child is not None:
+        self.on_child(rec, res)
+      if self.tb is not None and len(res.val_loss):
+        from nasrl_jax import logs  # pylint: disable=g-import-not-at-top
+        logs.write_child_curves(self.tb, rec.index, res.val_acc, res.val_loss, res.train_loss)
+    res.weights = None  # Free device memory early.
+    return rec
+
+  def _write_child(self, rec):
+    if self.write:
+      append_jsonl(self.hist_path, [rec.to_json()])
+    if self.on_record is not None:
+      self.on_record(rec)
+
+  def _account(self, rec):
+    self.progress.update(1, rec.reward if rec.valid else None)
+    if rec.valid:
+      self.failures_in_row = 0
+      return
+    self.failures_in_row += 1
+    logging.warning("child %d (%s) %s: %s", rec.index, rec.architecture, rec.status, rec.error)
+    limit = int(self.config.search.max_failures_in_row)
+    if rec.status == FAILED and self.failures_in_row > limit:
+      raise SearchAborted(
+          f"{self.failures_in_row} children failed in a row (config.search.max_failures_in_row="
+          f"{limit}); last error: {rec.error}")
+
+  def end_step(self, step: int, records: list, metrics: dict, state) -> None:
+    """Appends the step row, then checkpoints the strategy state (a crash in between redoes the
+    step: its children come from the history, and resume trims steps.jsonl to the checkpoint)."""
+    self.history.extend(records)
+    valid = [r.reward for r in records if r.valid]
+    best = max([r.reward for r in self.history if r.valid], default=float("nan"))
+    row = {"step": step, "mean_reward": float(np.mean(valid)) if valid else None,
+           "max_reward": float(np.max(valid)) if valid else None, "best_so_far": best,
+           "valid": len(valid)}
+    row.update({k: float(np.asarray(v)) for k, v in metrics.items()
+                if k not in row and np.asarray(v).size == 1})
+    row = io_utils.to_json_safe(row)
+    if self.write:
+      append_jsonl(self.steps_path, [row])
+      self.tb.scalars(step, {f"{self.strategy}/{k}": v for k, v in row.items()
+                             if k != "step" and v is not None})
+    # Host numpy copies: Orbax refuses process-local jax.Arrays in a multi-process run, and every
+    # process holds the same strategy state anyway.
+    self.ckpt.save(step + 1, strategies_lib.to_host(state),
+                   {"history_len": len(self.history), "step": step})
+    self.ckpt.wait()
+    self.steps.append(row)
+
+  def close(self):
+    for part in (self.progress, self.ckpt, self.tb):
+      if part is not None:
+        part.close()
+
+  def result(self) -> SearchResult:
+    return SearchResult(self.history, self.steps, time.time() - self.t_start, self.strategy,
+                        self.seed, self.outer_fold)
+
+
+# ---------------------------------------------------------------------------- the loop
 
 
 def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[str] = None,
-               seed: Optional[int] = None, on_child: Optional[Callable] = None,
-               write: Optional[bool] = None) -> SearchResult:
-  """Runs (or resumes) a search; see the module docstring.
+               seed: Optional[int] = None, outer_fold: int = 0, memo: Optional[Memo] = None,
+               memo_context=None, on_record: Optional[Callable] = None,
+               on_child: Optional[Callable] = None, write: Optional[bool] = None) -> SearchResult:
+  """Runs (or resumes) one search; see the module docstring.
 
   Args:
-    config: the experiment ConfigDict (uses space, controller, search, seed, log_every_s).
+    config: the experiment ConfigDict (space, controller, evolution, search, seed, log_every_s).
     evaluator: list[Architecture] -> list[float | ChildResult].
-    workdir: folder for history.jsonl, steps.jsonl and controller checkpoints.
-    strategy: overrides config.search.strategy (reinforce | random).
-    seed: overrides config.seed.
-    on_child: optional callback(record, child_result) after each evaluated child (e.g. to
-      checkpoint the weights of the top-k children).
-    write: whether this process writes history/steps files (default: process 0 only; every
-      process takes part in the Orbax checkpoint, which coordinates its own writes).
+    workdir: this search's folder (history.jsonl, steps.jsonl, strategy checkpoints, tb/).
+    strategy: reinforce | random | evolution (default config.search.strategy).
+    seed: the search seed (default the first of config.search.seeds); with config.seed it fixes
+      the sampling keys, which do not depend on the outer fold.
+    outer_fold: recorded in every history line; part of the memo context.
+    memo: a run-wide Memo shared by searches on the same splits (default: this search's own).
+    memo_context: what the memo is keyed by besides the architecture (default (fold, seed)).
+    on_record: callback(ChildRecord) after each child's line (the run's merged ledger).
+    on_child: callback(ChildRecord, ChildResult) for each newly trained child, while its weights
+      are still there (top-k checkpointing).
+    write: whether this process writes files (default: process 0; every process takes part in
+      the Orbax checkpoint, which coordinates its own writes).
 
   Returns:
     SearchResult with the history of every child.
   """
-  from nasrl_jax import checkpoint as ckpt_lib
-  strategy = strategy or config.search.strategy
-  if strategy not in ("reinforce", "random"):
-    raise UserInputError(f"config.search.strategy={strategy!r}: use reinforce or random")
-  seed = int(config.seed if seed is None else seed)
-  sp = space_lib.SearchSpace.from_config(config.space)
-  m, num_steps = int(config.search.children_per_step), int(config.search.num_steps)
-  if m < 1 or num_steps < 1:
+  name = strategy or config.search.strategy
+  if name not in strategies_lib.NAMES:
+    raise UserInputError(f"config.search.strategy={name!r}: use one of "
+                         f"{', '.join(strategies_lib.NAMES)}")
+  if int(config.search.children_per_step) < 1 or int(config.search.num_steps) < 1:
     raise UserInputError("config.search.children_per_step and num_steps must be >= 1")
-  write = jax.process_index() == 0 if write is None else write
-  os.makedirs(workdir, exist_ok=True)
-  hist_path = os.path.join(workdir, "history.jsonl")
-  steps_path = os.path.join(workdir, "steps.jsonl")
-  t_start = time.time()
-
-  # Previous progress (resume).
-  old = [ChildRecord.from_json(d) for d in read_jsonl(hist_path)]
-  old_steps = read_jsonl(steps_path)
-  if write:
-    _rewrite_jsonl(hist_path, [r.to_json() for r in old])  # Drops a torn line, if any.
-  done = {(r.step, r.child): r for r in old}
-  memo = {}
-  for r in old:
-    if r.status in ("ok", "memo"):
-      memo.setdefault(r.architecture, r)
-
-  key = jax.random.key(seed)
-  ctrl_key, sample_key = jax.random.split(key)
-  ckpt = None
-  start_step = 0
-  if strategy == "reinforce":
-    graphdef, params, rest = controller_lib.init(config.controller, sp, ctrl_key)
-    sampler = controller_lib.make_sampler(graphdef, rest, sp.num_decisions, config.controller)
-    log_prob_fn = controller_lib.make_log_prob(graphdef, rest, config.controller)
-    optimizer = reinforce.make_optimizer(config.controller)
-    update = reinforce.make_update(log_prob_fn, optimizer, config.controller)
-    state = reinforce.init_state(params, optimizer)
-    ckpt = ckpt_lib.ControllerCheckpointer(os.path.join(workdir, "controller"), max_to_keep=3)
-    restored = ckpt.restore(state)
-    if restored is not None:
-      start_step, state, _ = restored
-      state = reinforce.ControllerState(*state)
-      logging.info("resuming the controller after step %d", start_step - 1)
-  else:
-    start_step = len(old_steps)
-  steps = old_steps[:start_step]
-  if write:  # A step row written before a crash that preceded its checkpoint is redone.
-    _rewrite_jsonl(steps_path, steps)
-  history = [r for r in old if r.step < start_step]
-  best_so_far = max([r.reward for r in history if np.isfinite(r.reward)], default=-np.inf)
-  failures_in_row = 0
-  for r in history:
-    failures_in_row = failures_in_row + 1 if r.status == "failed" else 0
-
-  parallelism = max(1, int(getattr(evaluator, "parallelism", 1)))
-  # TensorBoard event files (no TensorFlow needed) + metrics.jsonl: controller per step, and
-  # each newly trained child's curves as its own run.
-  tb = logs.MetricWriter(os.path.join(workdir, "tb")) if write else None
-  progress = _Progress(num_steps * m, f"search[{strategy}]", float(config.log_every_s))
-  progress.update(len(history), best_so_far if history else 0.0)
+  seed = int(config.search.seeds[0] if seed is None else seed)
+  space = space_lib.SearchSpace.from_config(config.space)
+  init, ask, tell = strategies_lib.jitted(name, config, space)
+  key = rng_lib.search_key(rng_lib.root_key(config.seed), seed, name)
+  ledger = Ledger(config, workdir, name, seed, outer_fold, memo=memo, memo_context=memo_context,
+                  write=jax.process_index() == 0 if write is None else write,
+                  on_record=on_record, on_child=on_child)
   try:
-    for step in range(start_step, num_steps):
-      skey = jax.random.fold_in(sample_key, step)
-      if strategy == "reinforce":
-        actions, _, _ = sampler(state.params, jax.random.split(skey, m))
-        actions = np.asarray(jax.device_get(actions))
-      else:
-        actions = np.stack([sp.sample_actions(k) for k in jax.random.split(skey, m)])
-      archs = [sp.decode(a) for a in actions]
-
-      # Plan the step: reuse children already evaluated (this step before a crash) or trained
-      # before (the memo, also for a repeat within this step); evaluate the rest in chunks of
-      # `parallelism` (one child per device/process), compiling the next chunk ahead of time.
-      pending = []
-      for k, arch in enumerate(archs):
-        prev = done.get((step, k))
-        if (prev is None or prev.architecture != arch) and not (
-            config.search.memo and (arch in memo or arch in pending)):
-          pending.append(arch)
-      chunks = [pending[i:i + parallelism] for i in range(0, len(pending), parallelism)]
-      results = {}  # Position in `pending` -> ChildResult.
-      next_chunk = 0
-
-      def evaluate_chunk():
-        nonlocal next_chunk
-        chunk = chunks[next_chunk]
-        if next_chunk + 1 < len(chunks) and hasattr(evaluator, "prefetch"):
-          evaluator.prefetch(chunks[next_chunk + 1])
-        out = evaluator(chunk)
-        for j, res in enumerate(out):
-          results[next_chunk * parallelism + j] = _normalise(res)
-        next_chunk += 1
-
-      records = []
-      pos = 0  # Next position in `pending`.
-      for k, arch in enumerate(archs):
-        prev = done.get((step, k))
-        if prev is not None and prev.architecture == arch:
-          rec = prev
-        elif config.search.memo and arch in memo:
-          rec = dataclasses.replace(
-              memo[arch], step=step, child=k, index=step * m + k, strategy=strategy,
-              actions=list(map(int, actions[k])), compile_seconds=0.0, train_seconds=0.0,
-              status="memo", error="")
-        else:
-          if pos < len(pending) and pending[pos] == arch:
-            while pos not in results:
-              evaluate_chunk()
-            res = results.pop(pos)
-            pos += 1
-          else:  # A repeat whose first occurrence failed: evaluate it again, alone.
-            res = _normalise(evaluator([arch])[0])
-          if res.status != "ok":
-            reward = float(config.search.failed_reward)
-          elif res.reward is not None:
-            reward = res.reward
-          else:
-            reward = reinforce.transform_reward(res.val_acc, res.params, config.controller)
-          rec = ChildRecord(
-              step=step, child=k, index=step * m + k, strategy=strategy, architecture=arch,
-              actions=list(map(int, actions[k])), reward=float(reward),
-              best_val_acc=float(max(res.val_acc)) if len(res.val_acc) else float("nan"),
-              best_val_loss=float(res.best_val_loss), best_epoch=int(res.best_epoch),
-              val_acc=[float(v) for v in res.val_acc], params=int(res.params),
-              flops=int(res.flops), compile_seconds=float(res.compile_seconds),
-              train_seconds=float(res.train_seconds), status=res.status, error=res.error)
-          if rec.status == "ok":
-            memo.setdefault(arch, rec)
-          if on_child is not None:
-            on_child(rec, res)
-          if tb is not None and rec.status == "ok" and len(res.val_loss):
-            logs.write_child_curves(tb, rec.index, res.val_acc, res.val_loss, res.train_loss)
-          res.weights = None  # Free device memory early.
-        if write and (step, k) not in done:
-          _append_jsonl(hist_path, [rec.to_json()])
-        records.append(rec)
-        progress.update(1, max(best_so_far, rec.reward))
-        if rec.status == "failed":
-          failures_in_row += 1
-          logging.warning("child %d (%s) failed: %s", rec.index, rec.architecture, rec.error)
-          if failures_in_row > int(config.search.max_failures_in_row):
-            raise SearchAborted(
-                f"{failures_in_row} children failed in a row (config.search.max_failures_in_row="
-                f"{config.search.max_failures_in_row}); last error: {rec.error}")
-        else:
-          failures_in_row = 0
-      rewards = np.asarray([r.reward for r in records], np.float32)
-      history.extend(records)
-      best_so_far = max(best_so_far, float(rewards.max()))
-      row = {"step": step, "mean_reward": float(rewards.mean()), "max_reward": float(rewards.max()),
-             "best_so_far": best_so_far, "baseline": None, "entropy": None, "loss": None}
-      if strategy == "reinforce":
-        state, metrics = update(state, jnp.asarray(actions), jnp.asarray(rewards))
-        metrics = jax.device_get(metrics)
-        row.update(baseline=float(metrics["baseline"]), baseline_used=float(metrics["baseline_used"]),
-                   entropy=float(metrics["entropy"]), loss=float(metrics["loss"]))
-      # The step row goes first, the checkpoint last: a crash in between redoes the step (its
-      # children come from the history) and the resume rewrites steps.jsonl up to the checkpoint.
-      if write:
-        _append_jsonl(steps_path, [row])
-        tb.scalars(step, {f"controller/{k}": v for k, v in row.items()
-                          if k != "step" and v is not None})
-      if strategy == "reinforce":
-        # Host numpy copies: Orbax refuses process-local jax.Arrays in a multi-process run, and
-        # every process holds the same controller state anyway.
-        ckpt.save(step + 1, jax.device_get(state), {"history_len": len(history), "step": step})
-        ckpt.wait()
-      steps.append(row)
+    state, start = ledger.open(init(rng_lib.strategy_init_key(key)))
+    for step in range(start, ledger.num_steps):
+      actions = np.asarray(jax.device_get(ask(state, rng_lib.ask_key(key, step))))
+      records = ledger.evaluate_step(step, actions, [space.decode(a) for a in actions], evaluator)
+      rewards = np.asarray([r.reward if r.valid else 0.0 for r in records], np.float32)
+      valid = np.asarray([r.valid for r in records])
+      state, metrics = tell(state, actions, rewards, valid)
+      ledger.end_step(step, records, jax.device_get(metrics), state)
   finally:
-    progress.close()
-    if ckpt is not None:
-      ckpt.close()
-    if tb is not None:
-      tb.close()
-  return SearchResult(history, steps, time.time() - t_start, strategy)
+    ledger.close()
+  return ledger.result()
 
 
-# ---------------------------------------------------------------------------- child evaluator
+# ---------------------------------------------------------------------------- evaluators
 
 
 class DistributedEvaluator:
   """Splits each call's children over the processes of a `jax.distributed` run.
 
-  Process p trains the children i with i % num_processes == p (with its local evaluator, e.g. one
-  per local device), then every result is all-gathered (`multihost_utils.process_allgather` of the
-  JSON-encoded results, exact), so every process sees the same rewards, applies the same
-  controller update and holds the same history as a single-process run. Weights stay on the
-  process that trained them.
+  Process p trains the children i with i % num_processes == p (with its local evaluator), then
+  every result is all-gathered (`multihost_utils.process_allgather` of the JSON-encoded results,
+  exact), so every process sees the same rewards, applies the same update and holds the same
+  history as a single-process run. Weights stay on the process that trained them.
   """
 
-  _BYTES = 32768  # Per encoded child result (three curves of a few hundred epochs fit).
+  _BYTES = 65536  # Per encoded child result (curves of a few hundred epochs fit).
 
   def __init__(self, local):
     self.local = local
@@ -440,14 +547,14 @@ class DistributedEvaluator:
       self.local.prefetch(self._mine(archs))
 
   def __call__(self, archs):
-    from jax.experimental import multihost_utils
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     mine = self._mine(archs)
     local = [_normalise(r) for r in (self.local(mine) if mine else [])]
     per = -(-len(archs) // self.n)
     buf = np.zeros((per, self._BYTES), np.uint8)
     for j, res in enumerate(local):
-      d = dataclasses.asdict(dataclasses.replace(res, weights=None))
-      raw = json.dumps(d).encode()
+      raw = json.dumps(io_utils.to_json_safe(
+          dataclasses.asdict(dataclasses.replace(res, weights=None)))).encode()
       if len(raw) > self._BYTES:
         raise ValueError(f"encoded child result of {len(raw)} bytes exceeds {self._BYTES}")
       buf[j, :len(raw)] = np.frombuffer(raw, np.uint8)
@@ -458,35 +565,44 @@ class DistributedEvaluator:
       if p == self.pid:
         out.append(local[j])
         continue
-      raw = gathered[p, j].tobytes().rstrip(b"\0")
-      d = json.loads(raw)
-      for k in ("val_acc", "val_loss", "train_loss"):
-        d[k] = tuple(d[k])
+      d = json.loads(gathered[p, j].tobytes().rstrip(b"\0"))
+      for k in ("reward", "best_val_loss"):
+        d[k] = float("nan") if d.get(k) is None else d[k]
       out.append(ChildResult(**d))
     return out
 
 
-
 class ChildEvaluator:
-  """Trains each child on one split (the search fold's train/val parts) and scores it.
+  """Trains each child on the search's reward splits; its reward is the mean over the splits.
+
+  A child whose training is non-finite on any split fails as a whole; one that raises (out of
+  memory, ...) fails with the error class; one whose estimated memory exceeds the device's
+  (`preflight.fits`) is `does_not_fit` without training. The search goes on either way.
 
   Scale-out: with several local devices, the children passed in one call train concurrently, one
   per device (a thread each; the dataset is copied to every device once). `prefetch(archs)`
-  compiles upcoming children ahead of time in a background thread while the current ones train
+  compiles upcoming children in a background thread while the current ones train
   (`config.search.aot_compile`: on | off | auto = on when the host has more than 4 cores).
-
-  Failures are isolated: a child whose loss is non-finite, that runs out of memory or that raises
-  anything else comes back as a failed ChildResult with the error class; the search goes on.
   """
 
-  def __init__(self, config, data: train_lib.DeviceData, split: train_lib.Split,
-               input_shape, num_classes, num_train, num_eval, keep_weights=False, devices=None):
-    self.config, self.split = config, split
-    self.spec = child_lib.ChildSpec.from_config(config, input_shape, num_classes)
-    self.num_train, self.num_eval = num_train, num_eval
-    self.keep_weights = keep_weights
-    self.seed = int(config.seed)  # Same init/order seed for every child: a fair comparison.
-    home = next(iter(data.images.devices()))
+  def __init__(self, trainer_factory, data, splits: Sequence, keys: Sequence, *, config,
+               devices=None, keep_weights: bool = False, tag=None, fit_check=None):
+    """Args:
+      trainer_factory: arch -> train.TrainFns (the run's `make_train_fn` with its settings).
+      data: train.DeviceData on the first device.
+      splits, keys: the reward splits and one training key per split.
+      config: the experiment config (controller.reward_metric / reward, search.aot_compile).
+      devices: local devices training children concurrently (default: data's device).
+      keep_weights: return split 0's kept weights (top-k checkpointing).
+      tag: passed to every training call (leakage hooks, `train.TRAIN_HOOKS`).
+      fit_check: optional (arch, fns, device) -> error string or '' (memory pre-flight).
+    """
+    from nasrl_jax import child as child_lib  # pylint: disable=g-import-not-at-top
+    from nasrl_jax import reinforce  # pylint: disable=g-import-not-at-top
+    self._child, self._reinforce = child_lib, reinforce
+    self.factory, self.splits, self.keys = trainer_factory, list(splits), list(keys)
+    self.config, self.keep_weights, self.tag, self.fit_check = config, keep_weights, tag, fit_check
+    home = data.device
     self.devices = list(devices) if devices else [home]
     self.data = {d: (data if d == home else data.to(d)) for d in self.devices}
     self.parallelism = len(self.devices)
@@ -495,52 +611,64 @@ class ChildEvaluator:
       raise UserInputError(f"config.search.aot_compile={aot!r}: use on, off or auto")
     self.aot = aot == "on" or (aot == "auto" and (os.cpu_count() or 1) > 4)
     self._pool = concurrent.futures.ThreadPoolExecutor(max(2, len(self.devices)))
-    self._prefetched = {}  # (arch, device) -> Future of a compiled Trainer.
-
-  def trainer(self, arch, device=None) -> train_lib.Trainer:
-    device = device or self.devices[0]
-    return train_lib.Trainer(arch, self.spec, self.config.train, self.num_train, self.num_eval,
-                             self.data[device])
-
-  def _compiled_trainer(self, arch, device):
-    tr = self.trainer(arch, device)
-    tr.compile()
-    return tr
+    self._prefetched = {}
 
   def prefetch(self, archs) -> None:
-    """Starts compiling these children (in the order they will be evaluated) in the background."""
+    """Starts compiling these children's programs in the background (in evaluation order)."""
     if not self.aot:
       return
     for i, arch in enumerate(archs):
       dev = self.devices[i % len(self.devices)]
       if (arch, dev) not in self._prefetched:
-        self._prefetched[(arch, dev)] = self._pool.submit(self._compiled_trainer, arch, dev)
+        self._prefetched[(arch, dev)] = self._pool.submit(
+            lambda a, d: self.factory(a).programs(d), arch, dev)
 
   def evaluate_one(self, arch, device=None) -> ChildResult:
     device = device or self.devices[0]
-    params = child_lib.count_params_for(arch, self.spec)
-    flops = child_lib.count_flops(arch, self.spec)
+    spec = self.factory.spec
+    params = self._child.count_params_for(arch, spec)
+    flops = self._child.count_flops(arch, spec)
     try:
+      fns = self.factory(arch)
+      if self.fit_check is not None:
+        why = self.fit_check(arch, fns, device)
+        if why:
+          return ChildResult(params=params, flops=flops, status=DOES_NOT_FIT, error=why)
       future = self._prefetched.pop((arch, device), None)
-      trainer = future.result() if future is not None else self.trainer(arch, device)
-      res = trainer.fit(self.seed, self.split)
-      compile_s = trainer.compile_seconds  # Also when compiled ahead of time in the background.
+      programs = future.result() if future is not None else fns.programs(device)
+      results = fns.train_many(self.keys, self.data[device], self.splits, tag=self.tag)
     except Exception as e:  # pylint: disable=broad-except  (fault isolation, see docstring)
       logging.warning("child %s failed: %s: %s", arch, type(e).__name__, str(e)[:300])
-      return ChildResult(params=params, flops=flops, status="failed",
+      return ChildResult(params=params, flops=flops, status=FAILED,
                          error=f"{type(e).__name__}: {str(e)[:300]}")
-    return ChildResult(val_acc=tuple(float(v) for v in res.val_acc),
-                       val_loss=tuple(float(v) for v in res.val_loss),
-                       train_loss=tuple(float(v) for v in res.train_loss),
-                       best_val_loss=res.best_val_loss, best_epoch=res.best_epoch, params=params,
-                       flops=flops, compile_seconds=compile_s,
-                       train_seconds=res.train_seconds,
-                       weights=(res.params, res.batch_stats) if self.keep_weights else None)
+    bad = [j for j, r in enumerate(results) if not r.finite]
+    first = results[0]
+    common = dict(val_acc=tuple(map(float, first.val_acc)),
+                  val_loss=tuple(map(float, first.val_loss)),
+                  train_loss=tuple(map(float, first.train_loss)),
+                  best_val_loss=first.best_val_loss, best_epoch=first.best_epoch, params=params,
+                  flops=flops, compile_seconds=programs.compile_seconds,
+                  train_seconds=float(sum(r.train_seconds for r in results)))
+    if bad:
+      return ChildResult(status=FAILED, error=f"ChildTrainingError: non-finite loss on reward "
+                         f"split(s) {bad}", **common)
+    scores = [self._reinforce.split_reward(r, params, self.config, spec.num_classes)
+              for r in results]
+    rewards = [s["reward"] for s in scores]
+    metrics = {k: float(np.nanmean([s[k] for s in scores])) if any(
+        np.isfinite(s[k]) for s in scores) else float("nan") for k in scores[0] if k != "reward"}
+    reward = float(np.mean(rewards))
+    return ChildResult(reward=reward, split_rewards=tuple(rewards), metrics=metrics,
+                       status=OK if np.isfinite(reward) else FAILED,
+                       error="" if np.isfinite(reward) else "NonFiniteReward",
+                       weights=(first.params, first.batch_stats) if self.keep_weights else None,
+                       **common)
 
   def __call__(self, archs):
     """Evaluates up to `parallelism` children concurrently (child i on device i mod n)."""
     if len(self.devices) == 1 or len(archs) == 1:
-      return [self.evaluate_one(a, self.devices[i % len(self.devices)]) for i, a in enumerate(archs)]
+      return [self.evaluate_one(a, self.devices[i % len(self.devices)])
+              for i, a in enumerate(archs)]
     futures = [self._pool.submit(self.evaluate_one, a, self.devices[i % len(self.devices)])
                for i, a in enumerate(archs)]
     return [f.result() for f in futures]

@@ -24,6 +24,7 @@ def toy_config():
   c.search.num_steps = 5
   c.search.children_per_step = 3
   c.search.memo = False
+  c.search.seeds = (0,)
   c.log_every_s = 1e9
   return c
 

@@ -1,30 +1,51 @@
-"""NASRL for early fatty-liver detection from B-mode ultrasound.
+"""NASRL for early fatty-liver detection from B-mode ultrasound: the experiment config.
 
-Default (paper scale, for a GPU):
+Default (paper scale, a GPU job):
   python launch.py --config=configs/fatty_liver.py --workdir=runs/paper
-  224x224 grayscale, full search space (16**16 architectures), 10-fold CV of the NAS winner,
-  VGG19 and the random-search winner.
+  224x224 grayscale, full search space (16**16 architectures), the nested protocol over 5 outer
+  folds: REINFORCE (NASRL), random search and regularized evolution, 100 children each per outer
+  fold on 2 reward splits, top 3 re-scored with 2 more seeds, VGG19 through the same folds. The
+  pre-flight estimates the device time first and stops above config.max_hours (BUILD_NOTES.md
+  has the projection). `--config.eval.protocol=paper` is the paper's layout (one search on fold
+  0, 10-fold CV of its winner), labelled optimistic in the report.
 
-Quick (the same pipeline scaled down to a couple of minutes on a 2-core CPU):
+Quick (the README's first command; the same pipeline at smoke scale on a 2-core CPU):
   python launch.py --config=configs/fatty_liver.py:quick --workdir=runs/quick
-  32x32 images, widths x1/16, 8 + 8 children, 10-fold CV, writes runs/quick/report.md; about
-  10 minutes on a 2-core CPU with a cold compilation cache (compiling each child's train step is
-  most of it, see BUILD_NOTES.md), less when rerun.
+  See QUICK_NOTE below for its budget and what it shows.
+
+CPU (the real comparison for a user without a GPU, about an hour on 2 cores):
+  python launch.py --config=configs/fatty_liver.py:cpu --workdir=runs/cpu
 
 Variants are comma-separated words after the colon (e.g. `quick,manifest`); single fields are
 overridden with flags such as `--config.train.epochs=3`.
+
+Budget arithmetic on the 2-core development CPU (BUILD_NOTES.md): a child's programs compile in
+~8-11 s once per run (every architecture compiles once: folds, reward splits, re-scoring seeds and
+the final training share its programs), and train at 50-90 ms per step at 32 px (width x1/16,
+batch 32). A run costs about
+  distinct architectures x 10 s + trainings x epochs x steps per epoch x 70 ms.
 """
 
 import ml_collections
+
+QUICK_NOTE = """quick: 32 px, widths x1/16, nested over 2 outer folds; per fold and strategy
+2 steps x 2 children, 1 reward split, top 2 re-scored with 1 more seed; VGG19 and three
+strategies. About 17 distinct architectures and 50 trainings: ~5 minutes cold on 2 cores."""
+
+CPU_NOTE = """cpu: 32 px, widths x1/16, nested over 5 outer folds; per fold and strategy 8 children
+(4 steps x 2), 2 reward splits, top 2 re-scored with 2 more seeds."""
 
 
 def _parse_arg(arg):
   """'quick,manifest' -> {'quick': True, 'manifest': True} (big_vision's parse_arg idiom)."""
   words = [w.strip() for w in (arg or "").split(",") if w.strip()]
-  known = {"quick", "manifest", "byra_mat", "dicom", "tiny"}
+  known = {"quick", "cpu", "manifest", "byra_mat", "dicom", "tiny"}
   unknown = sorted(set(words) - known)
   if unknown:
     raise ValueError(f"config variant(s) {unknown} unknown; choose from {sorted(known)}")
+  sizes = [w for w in words if w in ("quick", "cpu", "tiny")]
+  if len(sizes) > 1:
+    raise ValueError(f"config variants {sizes} are alternative budgets; choose one")
   return {w: True for w in words}
 
 
@@ -32,8 +53,10 @@ def get_config(arg=None):
   """Returns the experiment config; `arg` selects a variant (see module docstring)."""
   variant = _parse_arg(arg)
   c = ml_collections.ConfigDict()
-  c.seed = 0  # Master seed: data simulation, folds, controller and children derive keys from it.
+  c.seed = 0  # Root of every random stream (nasrl_jax/rng.py): folds, searches, trainings.
   c.variant = arg or ""  # The variant string, recorded in config.json and the report.
+  c.max_hours = 72.0  # Pre-flight: stop before training when the estimated device time exceeds
+  #                     this (a long weekend on one GPU; 0 = no limit).
 
   # ---------------------------------------------------------------- data
   c.data = d = ml_collections.ConfigDict()
@@ -42,17 +65,20 @@ def get_config(arg=None):
   d.manifest = ""  # CSV with path, subject_id, cap or label (manifest); labels CSV (dicom).
   d.mat_path = ""  # Byra et al. 2018 .mat file (byra_mat source).
   d.image_size = 224  # Images are resized to image_size x image_size, 1 channel (the paper).
-  d.num_folds = 10  # k of the k-fold cross-validation (the paper: 10).
-  d.val_parts = 1  # Train:val split of the non-test part is (num_folds-1-val_parts):val_parts
-  #                  by subject, i.e. 8:1 with 10 folds (the paper's 8:1:1).
+  d.num_folds = 10  # k of the paper's k-fold CV; an outer fold's non-test part has k - 1 inner
+  #                   parts (train:val 8:1 with 10), its reward splits validate on those parts.
+  d.val_parts = 1  # Inner parts per validation part (train:val = (k-1-val_parts):val_parts).
   d.label_mode = "binary"  # binary (S0 vs S1-S3) | grade (S0..S3, num_classes 4).
   d.cap_cutoff = 238.0  # dB/m: CAP >= cutoff is fatty (label 1) in binary mode (the paper).
   d.grade_cutoffs = (238.0, 260.0, 290.0)  # dB/m: S1/S2/S3 lower bounds in grade mode.
   d.crop = "none"  # none | box | sector: crop before resizing (sector = auto fan mask).
   d.crop_box = (0, 0, 0, 0)  # (top, left, height, width) in source pixels when crop == box.
   d.max_pixels = 60_000_000  # Refuse images with more pixels (decompression-bomb guard).
-  d.balance = True  # Top up the training part's minority class with extra copies.
-  d.balance_copies = "rot90"  # rot90: 90/180/270-degree copies (the paper) | repeat: unrotated.
+  d.balance = "loss_weight"  # none | loss_weight | upright_sample | repeat | rot90. rot90 is the
+  #                            paper's (minority copies turned by 90/180/270 degrees: orientation
+  #                            then tells the class); the default is measured in BUILD_NOTES.md.
+  d.augment = ()  # Label-independent augmentations, the same for every class: hflip, gain.
+  d.gain_jitter = 0.1  # augment=gain: pixel values x U(1 - g, 1 + g).
   d.cache_dir = ""  # Where generated/preprocessed data is cached ('' = ~/.cache/nasrl_jax).
   d.dicom_label_key = "auto"  # DICOM labels CSV key: sop_instance_uid | file | auto.
 
@@ -65,7 +91,7 @@ def get_config(arg=None):
   s.rib_shadow_prob = 0.3  # Probability of a rib shadow per image.
   s.overlay_prob = 0.3  # Probability of a machine-specific RGB tint / burned-in text.
   s.cap_noise_sd = 18.0  # dB/m: FibroScan measurement noise (true = measured - N(0, sd)).
-  s.seed = 0  # Simulator seed: fixes the cohort, independent of config.seed (search seeds share data).
+  s.seed = 0  # Simulator seed: fixes the cohort, independent of config.seed.
 
   # ---------------------------------------------------------------- search space
   c.space = sp = ml_collections.ConfigDict()
@@ -84,7 +110,7 @@ def get_config(arg=None):
 
   # ---------------------------------------------------------------- child training
   c.train = t = ml_collections.ConfigDict()
-  t.epochs = 30  # Epochs per child and per CV fold (same budget for all models).
+  t.epochs = 30  # Epochs per training run (same budget for every child and model).
   t.batch_size = 32  # Minibatch size.
   t.eval_batch_size = 64  # Batch size of validation/test passes.
   t.optimizer = "adam"  # adam | sgd (momentum 0.9).
@@ -92,8 +118,12 @@ def get_config(arg=None):
   t.warmup_epochs = 1  # Linear warm-up epochs.
   t.weight_decay = 0.0  # Decoupled weight decay (adamw) when > 0.
   t.dtype = "float32"  # Compute dtype: float32 | bfloat16 (params stay float32).
-  t.epoch_loop = "auto"  # steps (loop of jitted steps) | scan (one lax.scan per epoch) | auto.
+  t.epoch_loop = "auto"  # steps (loop of jitted steps) | scan | auto.
   t.max_train_examples = 0  # Fixed padded train size (0 = derive from the data, all folds).
+  t.split_batching = "auto"  # sequential | vmap | auto (CPU: sequential, measured; GPU: vmap).
+  t.vmap_chunk = 0  # Splits per vmapped call (0 = auto from a memory estimate).
+  t.cpu_opt_level = 1  # XLA:CPU backend optimisation level of child programs (1: ~20 % faster
+  #                      compile than XLA's default at equal step time, measured; -1 = default).
 
   # ---------------------------------------------------------------- controller + REINFORCE
   c.controller = ct = ml_collections.ConfigDict()
@@ -106,28 +136,42 @@ def get_config(arg=None):
   ct.baseline_decay = 0.8  # EMA baseline b <- decay b + (1 - decay) mean(R).
   ct.entropy_weight = 1e-3  # Entropy bonus added to the REINFORCE objective.
   ct.max_grad_norm = 0.0  # Global-norm gradient clipping (0 = off).
-  ct.reward = "best_val_acc"  # best_val_acc (paper) | cubed_last5 (Zoph) | params_aware.
+  ct.reward_metric = "val_accuracy"  # val_accuracy (the paper) | val_auroc | val_nll: each reward
+  #                                    split's score (BUILD_NOTES.md: reward-noise table).
+  ct.reward = "best"  # Transform: best (the metric's value; best epoch for accuracy, the kept
+  #                     weights otherwise) | cubed_last5 (Zoph) | params_aware (MnasNet-style).
   ct.params_target = 31_164_674  # params_aware: target parameter count (the paper's winner).
-  ct.params_weight = -0.07  # params_aware: exponent w in acc * (params / target)^w.
+  ct.params_weight = -0.07  # params_aware: exponent w in value * (params / target)^w.
+
+  # ---------------------------------------------------------------- regularized evolution
+  c.evolution = e = ml_collections.ConfigDict()
+  e.population = 20  # Members kept (the newest valid children; the oldest leaves).
+  e.tournament = 5  # Members drawn per child; the best of them is mutated.
 
   # ---------------------------------------------------------------- search
   c.search = se = ml_collections.ConfigDict()
-  se.strategy = "reinforce"  # reinforce | random (uniform sampling, same budget).
-  se.num_steps = 25  # Controller steps.
-  se.children_per_step = 8  # m architectures sampled per step (children = steps x m).
-  se.fold = 0  # The fold whose train/val parts the search trains and scores children on.
-  se.seeds = (0,)  # Search seeds; the report shows every seed, CV uses the first.
-  se.random_search = True  # Also run random search with the same budget as a baseline.
-  se.top_k = 5  # Children whose best weights are checkpointed (and considered as winner).
-  se.max_failures_in_row = 5  # Stop the search after this many failed children in a row.
-  se.failed_reward = 0.0  # Reward given to a child that failed (NaN, OOM, exception).
-  se.memo = True  # Do not retrain an architecture already trained with the same setup.
-  se.aot_compile = "auto"  # Compile upcoming children in threads: on | off | auto (cores>4).
+  se.strategies = ("reinforce", "random", "evolution")  # Every strategy runs in every fold/seed.
+  se.strategy = "reinforce"  # run_search's strategy when called alone (library use).
+  se.num_steps = 20  # Steps per search.
+  se.children_per_step = 5  # Children per step (children per search = steps x this).
+  se.seeds = (0,)  # Search seeds: every strategy runs once per seed; each seed's winner is tested.
+  se.reward_splits = 2  # r inner train/val splits per child; the reward is their mean.
+  se.rescore_top_k = 3  # Distinct top children of each search retrained before choosing.
+  se.rescore_seeds = 2  # Other seeds each candidate is retrained with; best mean wins.
+  se.top_k = 3  # Children whose best weights are checkpointed per search (0 = none).
+  se.fold = 0  # paper protocol only: the fold the searches run on.
+  se.memo = True  # Do not retrain an architecture already trained on the same splits.
+  se.failed_reward = 0.0  # Recorded reward of a failed child (it never steers a strategy).
+  se.max_failures_in_row = 5  # Stop a search after this many failed children in a row.
+  se.aot_compile = "auto"  # Compile upcoming children in threads: on | off | auto (cores > 4).
   se.max_devices = 0  # Local devices training children concurrently (0 = all local devices).
 
   # ---------------------------------------------------------------- evaluation
   c.eval = ev = ml_collections.ConfigDict()
-  ev.models = ("NASRL", "VGG19", "RandomSearch")  # Models cross-validated and reported.
+  ev.protocol = "nested"  # nested (the estimate) | paper (one search, k-fold CV; optimistic).
+  ev.outer_folds = 5  # Outer folds of the nested protocol (0 = data.num_folds).
+  ev.outer_groups = "subject"  # subject | device | site: what an outer test part holds out.
+  ev.final_search = False  # After the estimate, one search on all subjects exports the models.
   ev.fps_iters = 100  # Timed batch-1 calls for the FPS median.
   ev.throughput_batch = 64  # Batch size for the large-batch throughput figure.
 
@@ -135,27 +179,54 @@ def get_config(arg=None):
   c.compile_cache_dir = "~/.cache/nasrl_jax/jax_cache"  # JAX persistent compilation cache.
   c.log_every_s = 10.0  # Plain progress lines at most this often when not on a terminal.
 
-  if variant.get("quick") or variant.get("tiny"):
+  if variant.get("quick") or variant.get("cpu") or variant.get("tiny"):
     d.image_size = 32
     s.render_size = 96
-    sp.width_multiplier = 0.0625  # Filters {4, 8, 16, 32}: a uniformly sampled child is 5x VGG19.
-    m.dense_units = 4096  # x 1/16 = 256.
-    t.epochs = 5
-    t.batch_size = 32
-    t.learning_rate = 2e-3
-    se.num_steps = 2
-    se.children_per_step = 4
+    sp.width_multiplier = 0.0625  # Filters {4, 8, 16, 32}.
+    m.head = "gap"
+    t.learning_rate = 3e-3
+    t.epochs = 15
+    d.num_folds = 5
+    c.max_hours = 0.0
     ev.fps_iters = 20
-  if variant.get("tiny"):  # For tests: the whole pipeline in seconds.
+  if variant.get("quick"):
+    ev.outer_folds = 2
+    se.num_steps = 2
+    se.children_per_step = 2
+    se.reward_splits = 1
+    se.rescore_top_k = 2
+    se.rescore_seeds = 1
+    se.top_k = 1
+    e.population = 2
+    e.tournament = 2
+  if variant.get("cpu"):
+    ev.outer_folds = 5
+    se.num_steps = 4
+    se.children_per_step = 2
+    se.reward_splits = 2
+    se.rescore_top_k = 2
+    se.rescore_seeds = 2
+    e.population = 4
+    e.tournament = 2
+  if variant.get("tiny"):  # For tests: the whole pipeline in well under a minute.
     s.num_subjects = 40
     s.num_images = 60
     s.num_s0 = 20
     s.render_size = 64
-    d.image_size = 32
-    d.num_folds = 3
+    d.num_folds = 4
     t.epochs = 2
-    se.num_steps = 1
+    t.batch_size = 16
+    t.eval_batch_size = 16
+    sp.blocks = (1, 1, 1, 1, 1)  # A shallow test-only space: each child compiles in ~2 s.
+    ev.outer_folds = 2
+    se.num_steps = 2
     se.children_per_step = 2
+    se.reward_splits = 2
+    se.rescore_top_k = 2
+    se.rescore_seeds = 1
+    se.top_k = 1
+    e.population = 2
+    e.tournament = 2
   if variant.get("manifest"):
     d.source = "manifest"
   if variant.get("byra_mat"):

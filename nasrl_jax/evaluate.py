@@ -1,137 +1,530 @@
-"""k-fold cross-validation of an architecture, test metrics, and inference speed.
+"""The protocols: how searches, winner re-scoring and test trainings combine into an estimate.
 
-Every model (NAS winner, VGG19, random-search winner) goes through the same code: for each fold,
-train on the fold's training part (minority class topped up with rot90 copies), keep the weights of
-the best validation loss, score the untouched test part per image and per subject. One `Trainer`
-(one compilation) serves all folds, since every split is padded to the same sizes.
+nested (default)  for every outer fold i (subject-grouped, label-stratified; or one machine/site per
+                  fold): every strategy and search seed searches on fold i's non-test subjects
+                  only (its r reward splits are subject-disjoint inner splits), its top
+                  `rescore_top_k` distinct children are retrained with `rescore_seeds` other seeds
+                  on the same splits, the best re-scored mean wins, and the winner (and VGG19) is
+                  trained on fold i's train part (its validation part picks the weights) and
+                  tested once on fold i's test part. No test subject of fold i ever reaches a
+                  search, re-scoring, memo lookup or winner selection of fold i. Table 1 then
+                  estimates what running this NAS procedure on a new cohort gives.
+paper             the paper's layout: one search per seed on fold `config.search.fold`, and k-fold
+                  CV of its winner. The search's subjects sit in the other folds' test parts, so
+                  the CV estimate of the searched models is optimistic (the report says so); the
+                  search fold's own test part is the one clean line.
+final_search      optional, after either: one search on all subjects to export the model a user
+                  deploys; its reward never appears in the estimate.
+
+Every training run draws its own stream `rng.train_key(seed, outer fold, split, replica)`; every
+architecture's programs are compiled once per run (`train.PROGRAMS`) and shared by all of this.
+Work is resumable at every level: searches through their ledgers, re-scoring through
+`search/rescore.jsonl`, test trainings through `cv/<model>/fold<i>_seed<s>.json`.
 """
 
 import dataclasses
 import logging
+import os
 import statistics
 import time
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from nasrl_jax import child as child_lib
-from nasrl_jax import metrics as metrics_lib
+from nasrl_jax import io_utils
+from nasrl_jax import reinforce
+from nasrl_jax import rng as rng_lib
+from nasrl_jax import search as search_lib
+from nasrl_jax import space as space_lib
+from nasrl_jax import strategies as strategies_lib
 from nasrl_jax import train as train_lib
 from nasrl_jax.data import balance
+from nasrl_jax.data import folds as folds_lib
 from nasrl_jax.errors import UserInputError
 
-
-@dataclasses.dataclass(frozen=True)
-class Sizes:
-  """Padded sizes shared by every split of a run (so each architecture compiles once)."""
-  num_train: int
-  num_eval: int
+BALANCE_MODES = ("none", "loss_weight", "upright_sample", "repeat", "rot90")
+VGG19_NAME = "VGG19"
 
 
-def training_indices(fold: dict, labels: np.ndarray, data_cfg, seed: int):
-  """(idx, rot) of a fold's training part, balanced with extra minority copies if configured.
+# ------------------------------------------------------------------------------ splits
 
-  `data_cfg.balance_copies`: `rot90` rotates the copies (the paper's only augmentation). Every
-  rotated image is then a minority-class image while all val/test scans are upright, so the fan's
-  orientation itself carries label information; `repeat` adds the same copies unrotated.
+
+def balanced_rows(train_idx, labels, data_cfg, rng: np.random.Generator):
+  """(rows, quarter turns) of a training part under `config.data.balance`.
+
+  none / loss_weight / upright_sample: the upright training images once each (the class weights
+  or the sampling probabilities live in the split); repeat: minority copies, unrotated; rot90:
+  minority copies turned by 90/180/270 degrees (the paper; orientation then tells the class).
   """
-  train = np.asarray(fold["train"], np.int64)
-  if data_cfg.balance:
-    idx, rot = balance.balance_indices(train, labels, seed)
-    if data_cfg.balance_copies == "repeat":
-      rot = np.zeros_like(rot)
-    elif data_cfg.balance_copies != "rot90":
-      raise UserInputError(f"config.data.balance_copies={data_cfg.balance_copies!r}: use rot90 "
-                           "or repeat")
-    return idx, rot
-  return train.astype(np.int32), np.zeros(len(train), np.int32)
+  mode = data_cfg.balance
+  train_idx = np.asarray(train_idx, np.int64)
+  if mode in ("none", "loss_weight", "upright_sample"):
+    return train_idx.astype(np.int32), np.zeros(train_idx.size, np.int32)
+  if mode not in ("repeat", "rot90"):
+    raise UserInputError(f"config.data.balance={mode!r}: use one of {', '.join(BALANCE_MODES)}")
+  idx, rot = balance.balance_indices(train_idx, labels, rng)
+  return idx, (rot if mode == "rot90" else np.zeros_like(rot))
 
 
-def padded_sizes(folds, labels, config) -> Sizes:
-  """The largest balanced training part and the largest val/test part over all folds, padded."""
+@dataclasses.dataclass
+class Run:
+  """What every stage of a run shares: built once by the pipeline."""
+  config: Any
+  workdir: str
+  dataset: Any
+  folds: list
+  final_fold: Optional[dict]
+  data: train_lib.DeviceData
+  sizes: train_lib.Sizes
+  spec: child_lib.ChildSpec
+  factory: train_lib.TrainerFactory
+  root: Any  # The run's root key.
+  devices: list
+  writer: bool  # This process writes files (process 0).
+  memo: search_lib.Memo = dataclasses.field(default_factory=search_lib.Memo)
+  on_record: Optional[Callable] = None  # Merged-ledger append.
+  fit_check: Optional[Callable] = None  # Memory pre-flight of a child.
+  distribute_children: bool = False  # Multi-process search of one fold (paper protocol).
+
+  @property
+  def labels(self) -> np.ndarray:
+    return np.asarray(self.dataset.label)
+
+  @property
+  def num_classes(self) -> int:
+    return int(self.config.model.num_classes)
+
+  @property
+  def val_parts(self) -> int:
+    return int(self.config.data.val_parts)
+
+  def split(self, train_idx, val_idx, key) -> train_lib.Split:
+    """A padded split; balancing copies and padding rows from the run key's own streams."""
+    c = self.config.data
+    idx, rot = balanced_rows(train_idx, self.labels, c,
+                             rng_lib.host_rng(rng_lib.purpose(key, rng_lib.Purpose.BALANCE)))
+    return train_lib.make_split(
+        idx, rot, val_idx, self.sizes, labels=self.labels, num_classes=self.num_classes,
+        class_weighted=c.balance == "loss_weight", balanced_sampling=c.balance == "upright_sample",
+        rng=rng_lib.host_rng(rng_lib.purpose(key, rng_lib.Purpose.PADDING)))
+
+  def reward_splits(self, fold, outer: int, seed: int, replica: int):
+    """(splits, keys) of the r reward splits of a fold for one replica."""
+    splits, keys = [], []
+    for j in range(int(self.config.search.reward_splits)):
+      train_idx, val_idx = folds_lib.split_indices(fold, j, self.val_parts)
+      key = rng_lib.train_key(self.root, seed=seed, outer=outer, split=j, replica=replica)
+      splits.append(self.split(train_idx, val_idx, key))
+      keys.append(key)
+    return splits, keys
+
+
+def padded_sizes(config, folds, final_fold, labels) -> train_lib.Sizes:
+  """The largest training part (after balancing copies) and evaluation part of the run, padded.
+
+  Every inner split any stage trains on counts, so every architecture compiles once.
+  """
   b, eb = int(config.train.batch_size), int(config.train.eval_batch_size)
-  n_train = max(len(training_indices(f, labels, config.data, config.seed)[0]) for f in folds)
+  r = max(1, int(config.search.reward_splits))
+  vp = int(config.data.val_parts)
+  n_train, n_eval = 0, 0
+  for fold in list(folds) + ([final_fold] if final_fold is not None else []):
+    for j in range(min(r, folds_lib.max_splits(fold, vp))):
+      tr, va = folds_lib.split_indices(fold, j, vp)
+      rows, _ = balanced_rows(tr, labels, config.data, np.random.default_rng(0))
+      n_train, n_eval = max(n_train, rows.size), max(n_eval, va.size)
+    n_eval = max(n_eval, len(fold["test"]))
   if config.train.max_train_examples:
     n_train = max(n_train, int(config.train.max_train_examples))
-  n_eval = max(max(len(f["val"]), len(f["test"])) for f in folds)
-  return Sizes(train_lib.pad_to(n_train, b), train_lib.pad_to(n_eval, eb))
+  return train_lib.Sizes(train_lib.pad_to(n_train, b), train_lib.pad_to(n_eval, eb))
 
 
-def fold_split(fold: dict, labels, config, sizes: Sizes) -> train_lib.Split:
-  """The train (balanced) / val split of a fold, padded to `sizes`."""
-  idx, rot = training_indices(fold, labels, config.data, config.seed)
-  return train_lib.make_split(idx, rot, fold["val"], sizes.num_train, sizes.num_eval,
-                              seed=config.seed)
+# ------------------------------------------------------------------------------ searches
 
 
-def score(y_true, prob, subject_id, threshold=0.5) -> dict:
-  """Image-level and subject-level (mean probability per subject) binary metrics."""
-  image = metrics_lib.binary_metrics(y_true, prob, threshold)
-  subjects, y_s, p_s = metrics_lib.subject_level(subject_id, y_true, prob)
-  subject = metrics_lib.binary_metrics(y_s, p_s, threshold)
-  return {"image": image, "subject": subject}
+def _search_dir(run: Run, strategy: str, seed: int, outer: int) -> str:
+  where = "final" if outer == rng_lib.FINAL_FOLD else f"outer{outer}"
+  return os.path.join(run.workdir, "search", strategy, f"seed{seed}", where)
 
 
-def cross_validate(arch, dataset, folds, config, *, data: train_lib.DeviceData = None,
-                   sizes: Sizes = None, on_fold=None, done: dict = None) -> dict:
-  """Trains and tests `arch` on every fold.
+def search_fold(run: Run, fold, outer: int, seed: int, strategy: str, on_child=None):
+  """One strategy's search on a fold's reward splits (resumable)."""
+  splits, keys = run.reward_splits(fold, outer, seed, rng_lib.SEARCH_REPLICA)
+  local = search_lib.ChildEvaluator(
+      run.factory, run.data, splits, keys, config=run.config, devices=run.devices,
+      keep_weights=on_child is not None, tag={"phase": "search", "outer": outer, "seed": seed},
+      fit_check=run.fit_check)
+  evaluator = search_lib.DistributedEvaluator(local) if run.distribute_children else local
+  t0 = time.time()
+  try:
+    res = search_lib.run_search(
+        run.config, evaluator, _search_dir(run, strategy, seed, outer), strategy=strategy,
+        seed=seed, outer_fold=outer, memo=run.memo, memo_context=(outer, seed),
+        on_record=run.on_record, on_child=on_child, write=run.writer)
+  finally:
+    local.close()
+  logging.info("search %s seed %d fold %s: %d children in %.0fs, best reward %s", strategy, seed,
+               outer, len(res.history), time.time() - t0,
+               f"{res.best(1)[0].reward:.4f}" if res.best(1) else "n/a")
+  return res
 
-  Args:
-    arch: the Architecture.
-    dataset: the Dataset (labels and subject ids are read on the host).
-    folds: list of {"train", "val", "test"} index arrays.
-    config: the experiment config.
-    data: the dataset already on device (put there once per run); made here if None.
-    sizes: padded sizes shared by the run; computed here if None.
-    on_fold: optional callback(fold_index, fold_result, (params, batch_stats)) after each fold,
-      e.g. to checkpoint the fold's model and its result (resume).
-    done: {fold_index: fold_result} already computed (resume): those folds are not retrained.
+
+class RescoreLedger:
+  """search/rescore.jsonl: re-scored candidates by (outer fold, seed, architecture), resumable."""
+
+  def __init__(self, workdir: str, write: bool):
+    self.path = os.path.join(workdir, "search", "rescore.jsonl")
+    self.write = write
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    self.rows = {(r["fold"], r["seed"], r["architecture"]): r
+                 for r in search_lib.read_jsonl(self.path)}
+
+  def get(self, outer, seed, arch):
+    return self.rows.get((outer, seed, str(arch)))
+
+  def put(self, row):
+    self.rows[(row["fold"], row["seed"], row["architecture"])] = row
+    if self.write:
+      search_lib.append_jsonl(self.path, [row])
+
+
+def rescore(run: Run, ledger: RescoreLedger, fold, outer: int, seed: int, records) -> list:
+  """Retrains each candidate with `rescore_seeds` other seeds on the same reward splits.
+
+  A candidate's score per seed is its mean reward over the r splits; candidates are ranked by the
+  mean over seeds. Only fresh runs count: the search reward itself was maximised over children,
+  so it is biased upwards and stays out of the mean.
 
   Returns:
-    {"folds": [per-fold dicts with image/subject metrics, best_epoch, seconds], "compile_seconds",
-     "last_weights": (params, batch_stats) of the last fold trained}.
+    [{"fold", "seed", "architecture", "search_reward", "mean", "std", "n", "scores", "params"}]
   """
-  labels = np.asarray(dataset.label)
-  if data is None:
-    data = train_lib.DeviceData.from_numpy(dataset.images, labels)
-  if sizes is None:
-    sizes = padded_sizes(folds, labels, config)
-  spec = child_lib.ChildSpec.from_config(config, dataset.images.shape[1:], config.model.num_classes)
-  trainer = train_lib.Trainer(arch, spec, config.train, sizes.num_train, sizes.num_eval, data)
-  done = dict(done or {})
-  results, weights = [], None
-  for i, fold in enumerate(folds):
-    if i in done:
-      results.append(done[i])
+  q = int(run.config.search.rescore_seeds)
+  out = []
+  for rec in records:
+    row = ledger.get(outer, seed, rec.architecture)
+    if row is None:
+      splits, keys = [], []
+      for replica in range(1, q + 1):
+        s, k = run.reward_splits(fold, outer, seed, replica)
+        splits += s
+        keys += k
+      fns = run.factory(rec.architecture)
+      results = fns.train_many(keys, run.data, splits,
+                               tag={"phase": "rescore", "outer": outer, "seed": seed})
+      r = len(splits) // q
+      scores = []
+      for i in range(q):
+        chunk = results[i * r:(i + 1) * r]
+        if all(x.finite for x in chunk):
+          vals = [reinforce.split_reward(x, rec.params, run.config, run.num_classes)["reward"]
+                  for x in chunk]
+          scores.append(float(np.mean(vals)))
+        else:
+          scores.append(float("nan"))
+      finite = [s for s in scores if np.isfinite(s)]
+      row = {"fold": outer, "seed": seed, "architecture": str(rec.architecture),
+             "strategy": rec.strategy, "search_reward": rec.reward, "params": rec.params,
+             "flops": rec.flops, "scores": scores,
+             "mean": float(np.mean(finite)) if finite else None,
+             "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0 if finite else None,
+             "n": len(finite)}
+      row = io_utils.to_json_safe(row)
+      ledger.put(row)
+    out.append(dict(row, strategy=rec.strategy))
+  return out
+
+
+def choose_winner(records, rescored) -> tuple:
+  """(architecture, winning row): best re-scored mean (ties: fewer parameters, higher search
+  reward); without re-scoring, the best search reward."""
+  if rescored:
+    usable = [r for r in rescored if r.get("mean") is not None]
+    if usable:
+      best = sorted(usable, key=lambda r: (-r["mean"], r["params"], -r["search_reward"]))[0]
+      return space_lib.Architecture.from_string(best["architecture"]), best
+  best = records[0]
+  return best.architecture, {"architecture": str(best.architecture), "search_reward": best.reward,
+                             "params": best.params, "mean": None, "std": None, "n": 0}
+
+
+# ------------------------------------------------------------------------------ test trainings
+
+
+def final_training(run: Run, fold, outer: int, seed: int, arch, test: bool = True):
+  """Trains `arch` on the fold's train part (its val part keeps the weights), tests once.
+
+  Returns:
+    (fold result dict, train.TrainResult).
+  """
+  train_idx, val_idx = fold["train"], fold["val"]
+  key = rng_lib.train_key(run.root, seed=seed, outer=outer, split=0,
+                          replica=rng_lib.FINAL_REPLICA)
+  split = run.split(train_idx, val_idx, key)
+  test_idx = np.asarray(fold["test"], np.int64) if test and len(fold["test"]) else None
+  fns = run.factory(arch)
+  res = fns.train(key, run.data, split, test_idx=test_idx,
+                  tag={"phase": "final", "outer": outer, "seed": seed})
+  if not res.finite:
+    raise train_lib.ChildTrainingError(f"non-finite loss while training {arch} on fold {outer}")
+  sid = np.asarray(run.dataset.subject_id)
+  labels = run.labels
+  best = res.best_epoch if res.best_epoch >= 0 else int(np.argmin(res.val_loss))
+  pv = res.val_probs[best]
+  result = {
+      "fold": int(outer), "seed": int(seed), "group": fold.get("group", ""),
+      "architecture": str(arch), "params": child_lib.count_params_for(arch, run.spec),
+      "flops": child_lib.count_flops(arch, run.spec),
+      "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
+      "n_test": int(0 if test_idx is None else len(test_idx)),
+      "val_threshold": youden_threshold(res.val_labels > 0, 1.0 - pv[:, 0]),
+      "val_score": reinforce.metric_value(res, run.config.controller.reward_metric,
+                                          run.num_classes),
+      "best_epoch": int(res.best_epoch), "best_val_loss": float(res.best_val_loss),
+      "train_seconds": float(res.train_seconds),
+  }
+  if test_idx is not None:
+    result["test"] = {"subject_id": [str(s) for s in sid[test_idx]],
+                      "label": [int(v) for v in labels[test_idx]],
+                      "prob": np.round(res.test_probs.astype(np.float64), 6).tolist()}
+  return io_utils.to_json_safe(result), res
+
+
+def youden_threshold(y_true, prob, default=0.5) -> float:
+  """Threshold maximising Youden's J on validation data (scikit-learn's roc_curve)."""
+  from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top
+  y = np.asarray(y_true)
+  p = np.asarray(prob, np.float64)
+  if np.unique(y).size < 2 or not np.all(np.isfinite(p)):
+    return float(default)
+  fpr, tpr, thr = skm.roc_curve(y, p)
+  return float(np.clip(thr[int(np.argmax(tpr - fpr))], 0.0, 1.0))
+
+
+def quick_scores(result) -> tuple:
+  """(accuracy, AUROC) of a fold result's test part, binary view (for log lines)."""
+  t = result.get("test")
+  if not t:
+    return float("nan"), float("nan")
+  y = np.asarray(t["label"]) > 0
+  p = 1.0 - np.asarray(t["prob"])[:, 0]
+  acc = float(np.mean((p >= 0.5) == y))
+  return acc, train_lib.auroc(y.astype(int), np.stack([1 - p, p], 1), 2)
+
+
+class TestLedger:
+  """cv/<model>/fold<i>_seed<s>.json: finished test trainings (resume)."""
+
+  def __init__(self, workdir: str, write: bool):
+    self.root = os.path.join(workdir, "cv")
+    self.write = write
+
+  def path(self, name, outer, seed):
+    return os.path.join(self.root, name, f"fold{outer}_seed{seed}.json")
+
+  def get(self, name, outer, seed, arch):
+    p = self.path(name, outer, seed)
+    if os.path.exists(p):
+      r = io_utils.read_json(p)
+      if r.get("architecture") == str(arch):
+        return r
+    return None
+
+  def put(self, name, result):
+    if self.write:
+      io_utils.atomic_write_json(self.path(name, result["fold"], result["seed"]), result)
+
+
+# ------------------------------------------------------------------------------ the protocols
+
+
+@dataclasses.dataclass
+class Outcome:
+  """What the protocols hand the pipeline (plain Python, report schema)."""
+  models: dict = dataclasses.field(default_factory=dict)  # name -> [fold results]
+  winners: dict = dataclasses.field(default_factory=dict)  # outer -> name -> [winner rows]
+  rescore: dict = dataclasses.field(default_factory=dict)  # name -> [rows]
+  searches: dict = dataclasses.field(default_factory=dict)  # strategy -> [summaries]
+  final_search: Optional[dict] = None  # name -> {"architecture", "seed", ...}
+  best: dict = dataclasses.field(default_factory=dict)  # name -> (val_score, fold, seed, arch)
+  export: Optional[Callable] = None  # export(name, arch, result, train_result, source)
+
+
+def _strategies(config):
+  names = tuple(config.search.strategies)
+  unknown = sorted(set(names) - set(strategies_lib.NAMES))
+  if unknown or not names:
+    raise UserInputError(f"config.search.strategies={names!r}: choose from "
+                         f"{', '.join(strategies_lib.NAMES)}")
+  return names
+
+
+def _seeds(config):
+  seeds = [int(s) for s in config.search.seeds]
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise UserInputError(f"config.search.seeds={tuple(config.search.seeds)!r}: give distinct "
+                         "integer seeds")
+  return seeds
+
+
+def _search_winners(run: Run, fold, outer: int, seed: int, rescore_ledger, outcome: Outcome,
+                    store_factory=None) -> dict:
+  """Every strategy's search, re-scoring and winner on one fold for one seed: {name: (arch, row)}."""
+  config = run.config
+  top_k = int(config.search.rescore_top_k)
+  winners = {}
+  for strategy in _strategies(config):
+    name = strategies_lib.MODEL_NAMES[strategy]
+    on_child, store = (store_factory(strategy, seed, outer) if store_factory else (None, None))
+    try:
+      res = search_fold(run, fold, outer, seed, strategy, on_child=on_child)
+    finally:
+      if store is not None:
+        store.close()
+    summary = res.summary()
+    outcome.searches.setdefault(strategy, []).append(summary)
+    candidates = res.best(max(top_k, 1))
+    if not candidates:
+      logging.warning("%s seed %d fold %s: every child failed; no winner", strategy, seed, outer)
       continue
-    res = trainer.fit(int(config.seed), fold_split(fold, labels, config, sizes))
-    test = np.asarray(fold["test"], np.int64)
-    probs = trainer.predict(res.params, res.batch_stats, test)
-    prob1 = probs[:, 1] if probs.shape[1] == 2 else 1.0 - probs[:, 0]
-    fold_result = score(labels[test], prob1, np.asarray(dataset.subject_id)[test])
-    # The threshold an exported model uses for new images: chosen on this fold's validation part
-    # (Youden's J), never on its test part. Table 1 itself is reported at 0.5, as in the paper.
-    val = np.asarray(fold["val"], np.int64)
-    pv = trainer.predict(res.params, res.batch_stats, val)
-    val_threshold = metrics_lib.youden_threshold(labels[val] > 0, 1.0 - pv[:, 0])
-    fold_result.update(fold=i, val_threshold=val_threshold, best_epoch=res.best_epoch,
-                       best_val_loss=res.best_val_loss,
-                       best_val_acc=res.best_val_acc, train_seconds=res.train_seconds,
-                       compile_seconds=res.compile_seconds,  # Non-zero for the first fold only.
-                       train_images=int(len(fold["train"])), val_images=int(len(fold["val"])),
-                       test_images=int(len(test)))
-    weights = (res.params, res.batch_stats)
-    if on_fold is not None:
-      on_fold(i, fold_result, weights)
-    results.append(fold_result)
-    logging.info("  %s fold %d/%d: acc %.3f auroc %.3f (%.1fs)", "CV", i + 1, len(folds),
-                 fold_result["image"]["accuracy"], fold_result["image"]["auroc"],
-                 res.train_seconds)
-  return {"folds": results, "compile_seconds": trainer.compile_seconds, "last_weights": weights}
+    rows = []
+    if top_k > 0 and int(config.search.rescore_seeds) > 0:
+      rows = rescore(run, rescore_ledger, fold, outer, seed, candidates[:top_k])
+    arch, row = choose_winner(candidates, rows)
+    for r in rows:
+      outcome.rescore.setdefault(name, []).append(
+          {k: r.get(k) for k in ("fold", "seed", "architecture", "search_reward", "mean", "std",
+                                 "n", "params")} | {"chosen": r["architecture"] == str(arch)})
+    winners[name] = (arch, row)
+    logging.info("  winner %s seed %d fold %s: %s (search %.4f, re-scored %s)", name, seed, outer,
+                 arch, row["search_reward"],
+                 "n/a" if row.get("mean") is None else f"{row['mean']:.4f} +- {row['std']:.4f}")
+  return winners
 
 
-def inference_speed(arch, spec: child_lib.ChildSpec, weights, *, iters=100,
+def _test_all(run: Run, tests: TestLedger, fold, outer: int, seed: int, models: dict,
+              outcome: Outcome) -> None:
+  """Test trainings of every model (winners and VGG19) on one fold for one seed."""
+  done_by_arch = {}
+  for name, arch in models.items():
+    result = tests.get(name, outer, seed, arch)
+    train_res = None
+    if result is None:
+      if str(arch) in done_by_arch:  # The same architecture with the same key: same result.
+        result, train_res = done_by_arch[str(arch)]
+      else:
+        result, train_res = final_training(run, fold, outer, seed, arch)
+        done_by_arch[str(arch)] = (result, train_res)
+      tests.put(name, result)
+    acc, auc = quick_scores(result)
+    logging.info("  test %s fold %s seed %d: accuracy %.3f, AUROC %.3f", name, outer, seed, acc,
+                 auc)
+    outcome.models.setdefault(name, []).append(result)
+    _consider_export(outcome, name, arch, result, train_res, "best_validation_outer_fold")
+
+
+def _consider_export(outcome, name, arch, result, train_res, source):
+  """Keeps the best-validation final training of each model; exports it when weights are here."""
+  score = result.get("val_score")
+  score = -np.inf if score is None else score
+  best = outcome.best.get(name)
+  if best is None or score > best[0]:
+    outcome.best[name] = (score, result["fold"], result["seed"], str(arch))
+    if train_res is not None and outcome.export is not None:
+      outcome.export(name, arch, result, train_res, source)
+
+
+def run_nested(run: Run, folds_to_run=None, store_factory=None, export=None) -> Outcome:
+  """The nested protocol over the outer folds `folds_to_run` (default all)."""
+  config = run.config
+  outcome = Outcome(export=export)
+  seeds = _seeds(config)
+  rescore_ledger = RescoreLedger(run.workdir, run.writer)
+  tests = TestLedger(run.workdir, run.writer)
+  sp = space_lib.SearchSpace.from_config(config.space)
+  indices = range(len(run.folds)) if folds_to_run is None else folds_to_run
+  for i in indices:
+    fold = run.folds[i]
+    t0 = time.time()
+    logging.info("== outer fold %d/%d%s: %d test images", i + 1, len(run.folds),
+                 f" (held out: {fold['group']})" if fold.get("group") else "", len(fold["test"]))
+    for seed in seeds:
+      winners = _search_winners(run, fold, i, seed, rescore_ledger, outcome, store_factory)
+      for name, (arch, row) in winners.items():
+        outcome.winners.setdefault(i, {}).setdefault(name, []).append(
+            {"seed": seed, "architecture": str(arch), "kernels": list(arch.kernels),
+             "filters": list(arch.filters), "params": child_lib.count_params_for(arch, run.spec),
+             "flops": child_lib.count_flops(arch, run.spec),
+             "search_reward": row["search_reward"], "rescore_mean": row.get("mean"),
+             "rescore_std": row.get("std")})
+      models = {VGG19_NAME: sp.vgg19}
+      models.update({name: arch for name, (arch, _) in winners.items()})
+      _test_all(run, tests, fold, i, seed, models, outcome)
+    logging.info("== outer fold %d done in %.0fs", i + 1, time.time() - t0)
+  return outcome
+
+
+def run_paper(run: Run, store_factory=None, export=None) -> Outcome:
+  """The paper's protocol: searches on fold `config.search.fold`, k-fold CV of the winners."""
+  config = run.config
+  outcome = Outcome(export=export)
+  seeds = _seeds(config)
+  f = int(config.search.fold)
+  if not 0 <= f < len(run.folds):
+    raise UserInputError(f"config.search.fold={f} is outside 0..{len(run.folds) - 1}")
+  rescore_ledger = RescoreLedger(run.workdir, run.writer)
+  tests = TestLedger(run.workdir, run.writer)
+  sp = space_lib.SearchSpace.from_config(config.space)
+  for seed in seeds:
+    winners = _search_winners(run, run.folds[f], f, seed, rescore_ledger, outcome, store_factory)
+    for name, (arch, row) in winners.items():
+      outcome.winners.setdefault(f, {}).setdefault(name, []).append(
+          {"seed": seed, "architecture": str(arch), "kernels": list(arch.kernels),
+           "filters": list(arch.filters), "params": child_lib.count_params_for(arch, run.spec),
+           "flops": child_lib.count_flops(arch, run.spec),
+           "search_reward": row["search_reward"], "rescore_mean": row.get("mean"),
+           "rescore_std": row.get("std")})
+    models = {VGG19_NAME: sp.vgg19}
+    models.update({name: arch for name, (arch, _) in winners.items()})
+    for k, fold in enumerate(run.folds):
+      _test_all(run, tests, fold, k, seed, models, outcome)
+  return outcome
+
+
+def run_final_search(run: Run, outcome: Outcome, export) -> dict:
+  """One search per strategy on all subjects (first seed); exports its winners (no test part)."""
+  seed = _seeds(run.config)[0]
+  fold = run.final_fold
+  ledger = RescoreLedger(run.workdir, run.writer)
+  scratch = Outcome()
+  winners = _search_winners(run, fold, rng_lib.FINAL_FOLD, seed, ledger, scratch)
+  out = {}
+  sp = space_lib.SearchSpace.from_config(run.config.space)
+  models = {VGG19_NAME: sp.vgg19}
+  models.update({name: arch for name, (arch, _) in winners.items()})
+  for name, arch in models.items():
+    result, train_res = final_training(run, fold, rng_lib.FINAL_FOLD, seed, arch, test=False)
+    export(name, arch, result, train_res, "final_search")
+    row = winners.get(name, (arch, {}))[1]
+    out[name] = {"architecture": str(arch), "seed": seed, "search_reward": row.get("search_reward"),
+                 "rescore_mean": row.get("mean"), "val_score": result["val_score"],
+                 "val_threshold": result["val_threshold"]}
+  outcome.final_search = out
+  return out
+
+
+def retrain_for_export(run: Run, name: str, fold_index: int, seed: int, arch):
+  """Re-runs a finished test training (same key: same weights) to export its model."""
+  fold = run.folds[fold_index]
+  return final_training(run, fold, fold_index, seed, arch)
+
+
+# ------------------------------------------------------------------------------ inference speed
+
+
+def inference_speed(arch, spec: child_lib.ChildSpec, weights=None, *, iters=100,
                     throughput_batch=64, seed=0) -> dict:
   """FPS at batch 1 (median latency of warm, jitted, synchronised calls) and large-batch throughput.
 
@@ -180,7 +573,6 @@ def inference_speed(arch, spec: child_lib.ChildSpec, weights, *, iters=100,
 
 def describe_device() -> str:
   """E.g. 'NVIDIA H100 80GB HBM3 (gpu)' or 'cpu (2 cores)'."""
-  import os
   d = jax.devices()[0]
   if d.platform == "cpu":
     return f"cpu ({os.cpu_count()} cores)"

@@ -1,31 +1,35 @@
 """The whole job, importable from a notebook: `run(config, workdir)`.
 
-  data -> folds.json -> REINFORCE search (search fold's train/val only) -> random search (same
-  budget) -> 10-fold CV of the NAS winner, VGG19 and the random-search winner -> report.
+  data -> folds.json (outer folds with inner splits) -> the protocol (`evaluate.py`: nested by
+  default, or the paper's) -> optional final search on all subjects -> exported models ->
+  inference speed -> report.
 
-Every stage resumes: rerunning with the same workdir skips finished work (the search restores its
-controller and history, CV skips finished folds) after checking that the config still describes the
-same experiment (`check_resume`).
+Every stage resumes: rerunning with the same workdir skips finished work after checking that the
+config still describes the same experiment (`check_resume`). A run of several processes
+(`jax.distributed`) spreads the outer folds round-robin over the processes; process 0 gathers the
+results and writes the report and the merged ledger.
 """
 
 import datetime
 import json
 import logging
 import os
+import platform
 import time
 
-from flax import nnx
 import jax
 import ml_collections
 import numpy as np
 
-from nasrl_jax import checkpoint as ckpt_lib
 from nasrl_jax import child as child_lib
+from nasrl_jax import compiles
 from nasrl_jax import evaluate
+from nasrl_jax import export as export_lib
 from nasrl_jax import io_utils
-from nasrl_jax import report as report_lib
+from nasrl_jax import rng as rng_lib
 from nasrl_jax import search as search_lib
 from nasrl_jax import space as space_lib
+from nasrl_jax import strategies as strategies_lib
 from nasrl_jax import train as train_lib
 from nasrl_jax import data as data_lib
 from nasrl_jax.data import folds as folds_lib
@@ -35,7 +39,11 @@ from nasrl_jax.errors import UserInputError
 # Config fields that may change between a run and its resume without changing the experiment.
 HARMLESS_FIELDS = ("variant", "log_every_s", "compile_cache_dir", "data.cache_dir",
                    "eval.fps_iters", "eval.throughput_batch", "search.aot_compile",
-                   "search.max_devices", "train.epoch_loop", "eval.models")
+                   "search.max_devices", "train.epoch_loop", "max_hours", "train.vmap_chunk",
+                   "train.split_batching", "train.cpu_opt_level")
+PROTOCOLS = ("nested", "paper")
+OUTER_GROUPS = ("subject", "device", "site")
+FORMAT = 2  # Workdir layout version, in config.json's sibling run.json; 1 = before nested CV.
 
 
 class _QuietOrbax(logging.Filter):
@@ -46,11 +54,12 @@ class _QuietOrbax(logging.Filter):
 
 
 def setup_runtime(config) -> None:
-  """Quiet Orbax logs, and JAX's persistent compilation cache (repeats and resumes skip compiling)."""
+  """Quiet Orbax logs, JAX's persistent compilation cache, and the compile counters."""
   for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
     if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
       handler.addFilter(_QuietOrbax())
   io_utils.enable_compile_cache(config.compile_cache_dir)
+  compiles.install()
 
 
 def _flatten(d, prefix=""):
@@ -68,11 +77,19 @@ def check_resume(config, workdir) -> None:
   """Refuses to resume a workdir whose config.json describes another experiment.
 
   Raises:
-    UserInputError naming the differing fields (harmless ones, see HARMLESS_FIELDS, are allowed).
+    UserInputError naming the differing fields (harmless ones, see HARMLESS_FIELDS, are allowed),
+    or saying the workdir was written by an earlier version of nasrl_jax.
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     return
+  run_json = os.path.join(workdir, "run.json")
+  fmt = io_utils.read_json(run_json).get("format") if os.path.exists(run_json) else 1
+  if fmt != FORMAT:
+    raise UserInputError(
+        f"{workdir} holds a run of an earlier nasrl_jax layout (format {fmt}, this version "
+        f"writes {FORMAT}: nested protocol, per-search folders); it cannot be resumed. Use a new "
+        "--workdir (the old results stay readable where they are).")
   old = _flatten(io_utils.read_json(path))
   new = _flatten(json.loads(config.to_json()))
   diff = sorted(k for k in set(old) | set(new)
@@ -84,62 +101,62 @@ def check_resume(config, workdir) -> None:
         f"{' ...' if len(diff) > 6 else ''}. Use a new --workdir or the original config.")
 
 
-def _model_metadata(arch, spec, config, extra=None) -> dict:
-  meta = {"architecture": arch.to_json(), "spec": spec.to_json(),
-          "preprocessing": {"image_size": int(config.data.image_size), "crop": config.data.crop,
-                            "crop_box": list(config.data.crop_box),
-                            "label_mode": config.data.label_mode,
-                            "cap_cutoff": float(config.data.cap_cutoff),
-                            "grade_cutoffs": list(config.data.grade_cutoffs)},
-          "threshold": 0.5}
-  meta.update(extra or {})
-  return meta
+def validate_config(config) -> None:
+  """One clear line for a config value that cannot work, before any data is read."""
+  ev, se = config.eval, config.search
+  if ev.protocol not in PROTOCOLS:
+    raise UserInputError(f"config.eval.protocol={ev.protocol!r}: use nested or paper")
+  if ev.outer_groups not in OUTER_GROUPS:
+    raise UserInputError(f"config.eval.outer_groups={ev.outer_groups!r}: use subject, device or "
+                         "site")
+  if ev.outer_groups != "subject" and ev.protocol != "nested":
+    raise UserInputError("config.eval.outer_groups=device/site needs eval.protocol=nested")
+  if config.data.balance not in evaluate.BALANCE_MODES:
+    raise UserInputError(f"config.data.balance={config.data.balance!r}: use one of "
+                         f"{', '.join(evaluate.BALANCE_MODES)}")
+  try:
+    train_lib.Recipe.from_config(config)
+  except ValueError as e:
+    raise UserInputError(str(e)) from None
+  evaluate._strategies(config)  # pylint: disable=protected-access
+  evaluate._seeds(config)  # pylint: disable=protected-access
+  from nasrl_jax import reinforce  # pylint: disable=g-import-not-at-top
+  reinforce.check_reward_config(config.controller)
+  for name, v, lo in (("search.reward_splits", se.reward_splits, 1),
+                      ("search.rescore_top_k", se.rescore_top_k, 0),
+                      ("search.rescore_seeds", se.rescore_seeds, 0),
+                      ("search.num_steps", se.num_steps, 1),
+                      ("search.children_per_step", se.children_per_step, 1),
+                      ("evolution.population", config.evolution.population, 2),
+                      ("evolution.tournament", config.evolution.tournament, 1)):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+      raise UserInputError(f"config.{name}={v!r}: must be an integer >= {lo}")
+  if config.evolution.tournament > config.evolution.population:
+    raise UserInputError(f"config.evolution.tournament={config.evolution.tournament} exceeds "
+                         f"evolution.population={config.evolution.population}")
+  outer = int(ev.outer_folds or config.data.num_folds)
+  if outer < 2:
+    raise UserInputError(f"config.eval.outer_folds={ev.outer_folds}: need at least 2")
+  inner = int(config.data.num_folds) - 1
+  if se.reward_splits * int(config.data.val_parts) > inner:
+    raise UserInputError(
+        f"config.search.reward_splits={se.reward_splits} needs {se.reward_splits} disjoint "
+        f"validation parts of val_parts={config.data.val_parts} inner parts each, but an outer "
+        f"fold has {inner} inner parts (data.num_folds - 1)")
 
 
-def _pure(weights):
-  params, stats = weights
-  return {"params": params.to_pure_dict(), "batch_stats": stats.to_pure_dict()}
-
-
-def load_exported(directory):
-  """Loads an exported model: (arch, spec, graphdef, params, batch_stats, metadata)."""
-  tree, meta = ckpt_lib.load_model(directory)
-  arch = space_lib.Architecture.from_json(meta["architecture"])
-  spec = child_lib.ChildSpec(**meta["spec"])
-  graphdef, params, stats = child_lib.abstract_state(arch, spec)
-  nnx.replace_by_pure_dict(params, tree["params"])
-  nnx.replace_by_pure_dict(stats, tree.get("batch_stats", {}))
-  _check_weights(arch, spec, params, stats, os.fspath(directory))
-  return arch, spec, graphdef, params, stats, meta
-
-
-def _shapes(state) -> dict[str, tuple]:
-  """{'convs/0/kernel': (shape, not loaded)} of an NNX State of arrays or shape placeholders."""
-  flat = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0]
-  return {"/".join(str(getattr(k, "key", k)) for k in path):
-          (tuple(leaf.shape), isinstance(leaf, jax.ShapeDtypeStruct)) for path, leaf in flat}
-
-
-def _check_weights(arch, spec, params, batch_stats, model_dir: str) -> None:
-  """Refuses weights that do not fit the architecture and spec in the metadata.
-
-  `nnx.replace_by_pure_dict` (inside `pipeline.load_exported`) swaps values without comparing
-  shapes, and leaves shape-only placeholders where the checkpoint lacks a leaf; without this check
-  such a model would fail inside the first jitted batch with an XLA shape error.
-  """
-  _, want_params, want_stats = child_lib.abstract_state(arch, spec)
-  for name, want, got in (("params", want_params, params), ("batch_stats", want_stats,
-                                                            batch_stats)):
-    want_shapes, got_shapes = _shapes(want), _shapes(got)
-    for path, (shape, _) in want_shapes.items():
-      got_shape, missing = got_shapes.get(path, (None, True))
-      if missing or got_shape != shape:
-        found = "missing" if missing else f"shape {got_shape}"
-        raise UserInputError(
-            f"{model_dir}: not a usable nasrl_jax exported model: {name}/{path} is {found}, the "
-            f"architecture and spec in its metadata need shape {shape}")
-
-
+def versions() -> dict:
+  """Library versions for the report (the NAS checklist)."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  out = {"python": platform.python_version()}
+  for name in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "scipy",
+               "scikit-learn", "statsmodels", "ml-collections"):
+    try:
+      out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      out[name] = None
+  out["nasrl_jax"] = __import__("nasrl_jax").__version__
+  return out
 
 
 class _Stage:
@@ -158,166 +175,233 @@ class _Stage:
     logging.info("== %s done in %.1fs", self.name, self.seconds)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> dict:
-  """Runs (or resumes) the whole job; returns the report's results dict."""
-  t_start = time.time()
+def _groups(dataset, config):
+  kind = config.eval.outer_groups
+  if kind == "subject":
+    return None
+  values = np.asarray(dataset.device if kind == "device" else dataset.site).astype(str)
+  return values
+
+
+def prepare(config, workdir, *, check=True):
+  """Data, folds and the `evaluate.Run` of a run (everything before the first training)."""
   workdir = os.path.abspath(os.path.expanduser(workdir))
-  config = ml_collections.ConfigDict(config)  # Unlocked copy: num_classes is derived below.
+  config = ml_collections.ConfigDict(config)  # Unlocked copy: derived fields below.
   config.model.num_classes = labels_lib.num_classes(config.data)
-  check_resume(config, workdir)
+  validate_config(config)
+  if check:
+    check_resume(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   setup_runtime(config)
-
+  root = rng_lib.root_key(config.seed)
   with _Stage("data"):
     dataset = data_lib.load(config.data)
-    folds = folds_lib.load_or_make_folds(
-        os.path.join(workdir, "folds.json"), dataset.subject_id, dataset.label,
-        int(config.data.num_folds), int(config.seed), int(config.data.val_parts))
-    fold_f = int(config.search.fold)
-    if not 0 <= fold_f < len(folds):
-      raise UserInputError(f"config.search.fold={fold_f} is outside 0..{len(folds) - 1}")
+    outer = int(config.eval.outer_folds or config.data.num_folds)
+    folds, final_fold = folds_lib.load_or_make_folds(
+        os.path.join(workdir, "folds.json"), dataset.subject_id, dataset.label, outer,
+        rng_lib.folds_seed(root), int(config.data.val_parts),
+        inner=int(config.data.num_folds) - 1, groups=_groups(dataset, config),
+        final=bool(config.eval.final_search))
     logging.info("%s", dataset.summary())
   if jax.process_index() == 0:
     io_utils.atomic_write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))
-
+    io_utils.atomic_write_json(os.path.join(workdir, "run.json"), {"format": FORMAT})
   labels = np.asarray(dataset.label)
-  sizes = evaluate.padded_sizes(folds, labels, config)
+  sizes = evaluate.padded_sizes(config, folds, final_fold, labels)
   data = train_lib.DeviceData.from_numpy(dataset.images, labels)
-  input_shape = tuple(dataset.images.shape[1:])
-  spec = child_lib.ChildSpec.from_config(config, input_shape, config.model.num_classes)
-  search_split = evaluate.fold_split(folds[fold_f], labels, config, sizes)
-  sp = space_lib.SearchSpace.from_config(config.space)
-
-  # ---------------------------------------------------------------- searches
+  spec = child_lib.ChildSpec.from_config(config, tuple(dataset.images.shape[1:]),
+                                         config.model.num_classes)
+  factory = train_lib.TrainerFactory.from_config(config, spec, sizes, len(dataset))
   devices = jax.local_devices()
   if config.search.max_devices:
     devices = devices[:int(config.search.max_devices)]
-  processes = jax.process_count()
   writer = jax.process_index() == 0
+  merged = search_lib.MergedLedger(os.path.join(workdir, "search", "history.jsonl"),
+                                   os.path.join(workdir, "search"), writer)
+  run = evaluate.Run(config=config, workdir=workdir, dataset=dataset, folds=folds,
+                     final_fold=final_fold, data=data, sizes=sizes, spec=spec, factory=factory,
+                     root=root, devices=devices, writer=writer, on_record=merged.append)
+  logging.info("padded sizes: %s; %d outer folds, %d inner parts each", sizes, len(folds),
+               len(folds[0]["inner"]))
+  return run
 
-  def run_one(strategy, seed, subdir):
-    # The top-k children's weights are kept in single-process runs only: in a multi-process run
-    # each process holds the weights of its own children, and Orbax saves are collective.
-    store = None if processes > 1 else ckpt_lib.ModelStore(
-        os.path.join(workdir, subdir, "children"), max_to_keep=int(config.search.top_k))
 
-    def keep_top(rec, res):
-      if (store is not None and res.weights is not None and rec.status == "ok"
-          and store.would_keep(rec.reward)):
-        store.save(rec.index, _pure(res.weights),
-                   _model_metadata(rec.architecture, spec, config,
-                                   {"reward": rec.reward, "index": rec.index}), score=rec.reward)
+def _exporter(run):
+  """export(name, arch, fold result, train result, source) -> writes models/<name>."""
 
-    local = search_lib.ChildEvaluator(config, data, search_split, input_shape,
-                                      config.model.num_classes, sizes.num_train, sizes.num_eval,
-                                      keep_weights=store is not None, devices=devices)
-    evaluator = search_lib.DistributedEvaluator(local) if processes > 1 else local
-    try:
-      with _Stage(f"search {strategy} seed {seed} ({len(devices)} device(s) x {processes} "
-                  f"process(es))"):
-        return search_lib.run_search(config, evaluator, os.path.join(workdir, subdir),
-                                     strategy=strategy, seed=seed, on_child=keep_top)
-    finally:
-      local.close()
-      if store is not None:
-        store.close()
+  def export(name, arch, result, train_res, source):
+    if not run.writer:
+      return
+    meta = export_lib.metadata(
+        arch, run.spec, run.config.data, name=name, threshold=result["val_threshold"],
+        threshold_source="Youden's J on the validation part of the training that made it",
+        fold=result["fold"], seed=result["seed"], source=source, val_score=result["val_score"],
+        reward_metric=run.config.controller.reward_metric, protocol=run.config.eval.protocol)
+    export_lib.save(os.path.join(run.workdir, "models", name), train_res.params,
+                    train_res.batch_stats, meta)
 
-  seeds = [int(s) for s in config.search.seeds] or [int(config.seed)]
-  searches = {}
-  for i, s in enumerate(seeds):
-    searches[s] = run_one(config.search.strategy, s, "search" if i == 0 else f"search_seed{s}")
-  nas = searches[seeds[0]]
-  rnd = run_one("random", seeds[0], "random_search") if config.search.random_search else None
+  return export
 
-  # ---------------------------------------------------------------- cross-validation
-  candidates = {"NASRL": nas.best(1)[0].architecture if nas.best(1) else None,
-                "VGG19": sp.vgg19,
-                "RandomSearch": rnd.best(1)[0].architecture if rnd and rnd.best(1) else None}
+
+def _store_factory(run):
+  """(strategy, seed, outer) -> (on_child, store): keeps each search's top-k children's weights."""
+  top_k = int(run.config.search.top_k)
+  if top_k <= 0:
+    return None
+  from nasrl_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+
+  def factory(strategy, seed, outer):
+    folder = os.path.join(evaluate._search_dir(run, strategy, seed, outer), "children")  # pylint: disable=protected-access
+    store = ckpt_lib.ModelStore(folder, max_to_keep=top_k)
+
+    def on_child(rec, res):
+      if res.weights is not None and store.would_keep(rec.reward):
+        params, stats = res.weights
+        meta = export_lib.metadata(rec.architecture, run.spec, run.config.data,
+                                   name=f"{strategy}-child{rec.index}", threshold=0.5,
+                                   threshold_source="not chosen (a search child)",
+                                   reward=rec.reward, index=rec.index, fold=outer, seed=seed)
+        store.save(rec.index, {"params": params.to_pure_dict(),
+                               "batch_stats": stats.to_pure_dict()}, meta, score=rec.reward)
+
+    return on_child, store
+
+  return factory
+
+
+def _ensure_exports(run, outcome):
+  """Every model's exported folder matches its chosen (fold, seed); retrains where it does not."""
+  export = _exporter(run)
+  for name, (score, fold, seed, arch_text) in sorted(outcome.best.items()):
+    if outcome.final_search:
+      break  # The final search exported the deployable models.
+    folder = os.path.join(run.workdir, "models", name)
+    meta_path = os.path.join(folder, "meta", "metadata")
+    ok = False
+    if os.path.exists(meta_path):
+      try:
+        meta = io_utils.read_json(meta_path)
+        ok = (meta.get("fold"), meta.get("seed"), meta.get("architecture", {}).get("string")) == (
+            fold, seed, arch_text)
+      except (OSError, ValueError):
+        ok = False
+    if not ok:
+      arch = space_lib.Architecture.from_string(arch_text)
+      result, train_res = evaluate.retrain_for_export(run, name, fold, seed, arch)
+      export(name, arch, result, train_res, "best_validation_outer_fold")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> dict:
+  """Runs (or resumes) the whole job; returns the report's results dict."""
+  t_start = time.time()
+  compiles.install().reset()
+  r = prepare(config, workdir)
+  config = r.config
+  protocol = config.eval.protocol
+  export = _exporter(r)
+  stores = _store_factory(r)
+  with _Stage(f"protocol {protocol}"):
+    if protocol == "nested":
+      outcome = evaluate.run_nested(r, store_factory=stores, export=export)
+    else:
+      outcome = evaluate.run_paper(r, store_factory=stores, export=export)
+  if config.eval.final_search:
+    with _Stage("final search on all subjects"):
+      evaluate.run_final_search(r, outcome, export)
+  _ensure_exports(r, outcome)
+
   models = []
-  for name in config.eval.models:
-    arch = candidates.get(name)
-    if arch is None:
-      logging.warning("model %s skipped (no architecture: disabled or every child failed)", name)
-      continue
-    # Every process runs the (deterministic) CV so Orbax's collective export saves line up;
-    # only process 0 writes files.
-    models.append(_cross_validate_model(name, arch, dataset, folds, config, data, sizes, spec,
-                                        workdir, writer))
-
-  # ---------------------------------------------------------------- report
-  fold = folds[fold_f]
-  sid = np.asarray(dataset.subject_id)
-  results = {
-      "command": command, "config_variant": config.variant,
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-      "device": evaluate.describe_device(),
-      "data": dict(dataset.summary(), num_folds=len(folds), search_fold=fold_f,
-                   search_saw={"train_images": len(fold["train"]), "val_images": len(fold["val"]),
-                               "train_subjects": int(np.unique(sid[fold["train"]]).size),
-                               "val_subjects": int(np.unique(sid[fold["val"]]).size),
-                               "test_images_never_seen": len(fold["test"])}),
-      "models": models,
-      "search": {"reinforce": nas.summary(), "random": rnd.summary() if rnd else None,
-                 "seeds": [{"seed": s, "best_reward": (r.best(1)[0].reward if r.best(1) else None),
-                            "best_architecture": (str(r.best(1)[0].architecture)
-                                                  if r.best(1) else None)}
-                           for s, r in searches.items()],
-                 "devices": len(devices), "processes": processes},
-      "wall_seconds": time.time() - t_start,
-  }
-  if writer:
+  with _Stage("inference speed"):
+    for name in _model_order(outcome.models):
+      models.append(_model_entry(r, outcome, name))
+  results = _results(r, outcome, models, command, time.time() - t_start)
+  if r.writer:
     with _Stage("report"):
-      paths = report_lib.write_report(results, workdir)
+      from nasrl_jax import report as report_lib  # pylint: disable=g-import-not-at-top
+      paths = report_lib.write_report(results, r.workdir)
     logging.info("report: %s", paths.get("report_md"))
   return results
 
 
-def _cross_validate_model(name, arch, dataset, folds, config, data, sizes, spec, workdir,
-                          writer=True):
-  """CV of one model with per-fold resume files; exports the search fold's model."""
-  cv_dir = os.path.join(workdir, "cv", name)
-  os.makedirs(cv_dir, exist_ok=True)
-  tag = str(arch)
-  done = {}
-  for i in range(len(folds)):
-    p = os.path.join(cv_dir, f"fold_{i}.json")
-    if os.path.exists(p):
-      r = io_utils.read_json(p)
-      if r.get("architecture") == tag:
-        for level in ("image", "subject"):  # JSON null -> NaN (e.g. AUROC of a one-class part).
-          r[level] = {k: (float("nan") if v is None else v) for k, v in r[level].items()}
-        done[i] = r
-  fold_f = int(config.search.fold)
-  export_dir = os.path.join(workdir, "models", name)
+def _model_order(models: dict) -> list:
+  order = ["NASRL", "VGG19", "RandomSearch", "Evolution"]
+  return [n for n in order if n in models] + sorted(n for n in models if n not in order)
 
-  def on_fold(i, result, weights):
-    if i == fold_f:  # The exported model: trained on the search fold's training part.
-      ckpt_lib.save_model(export_dir, _pure(weights), _model_metadata(
-          arch, spec, config, {"name": name, "fold": i, "threshold": result["val_threshold"],
-                               "threshold_source": "Youden J on the fold's validation part",
-                               "test_metrics": io_utils.to_json_safe(result)}))
-    if writer:
-      io_utils.atomic_write_json(os.path.join(cv_dir, f"fold_{i}.json"),
-                                 io_utils.to_json_safe(dict(result, architecture=tag)))
 
-  with _Stage(f"cross-validation {name}: {arch}"):
-    cv = evaluate.cross_validate(arch, dataset, folds, config, data=data, sizes=sizes,
-                                 on_fold=on_fold, done=done)
-  weights = cv["last_weights"]
-  if weights is None:  # Every fold came from disk: time freshly initialised weights.
-    speed = evaluate.inference_speed(arch, spec, None, iters=config.eval.fps_iters,
-                                     throughput_batch=config.eval.throughput_batch)
-  else:
-    speed = evaluate.inference_speed(arch, spec, weights, iters=config.eval.fps_iters,
-                                     throughput_batch=config.eval.throughput_batch)
-  fold_results = [dict(r) for r in cv["folds"]]
-  for r in fold_results:
-    r.pop("architecture", None)
-  return {"name": name, "architecture": tag, "kernels": list(arch.kernels),
+def _model_entry(r, outcome, name) -> dict:
+  folder = os.path.join(r.workdir, "models", name)
+  meta = io_utils.read_json(os.path.join(folder, "meta", "metadata"))
+  arch = space_lib.Architecture.from_json(meta["architecture"])
+  speed = evaluate.inference_speed(arch, r.spec, None, iters=r.config.eval.fps_iters,
+                                   throughput_batch=r.config.eval.throughput_batch)
+  folds = sorted(outcome.models[name], key=lambda x: (x["fold"], x["seed"]))
+  return {"name": name, "architecture": str(arch), "kernels": list(arch.kernels),
           "filters": list(arch.filters), "blocks": list(arch.blocks),
-          "params": child_lib.count_params_for(arch, spec),
-          "flops": child_lib.count_flops(arch, spec), "fps": speed["fps"],
+          "params": child_lib.count_params_for(arch, r.spec),
+          "flops": child_lib.count_flops(arch, r.spec), "fps": speed["fps"],
           "latency_ms_median": speed["latency_ms_median"], "throughput": speed["throughput"],
-          "throughput_batch": speed["throughput_batch"], "folds": fold_results,
-          "search_fold_test": {k: fold_results[fold_f][k] for k in ("image", "subject")},
-          "compile_seconds": cv["compile_seconds"]}
+          "throughput_batch": speed["throughput_batch"],
+          "exported": {"fold": meta.get("fold"), "seed": meta.get("seed"),
+                       "source": meta.get("source")},
+          "folds": folds}
+
+
+def _results(r, outcome, models, command, wall) -> dict:
+  config, dataset = r.config, r.dataset
+  strategies = {}
+  for strategy, runs in outcome.searches.items():
+    strategies[strategy] = {"model": strategies_lib.MODEL_NAMES[strategy],
+                            "runs": sorted(runs, key=lambda x: (x["fold"], x["seed"]))}
+  snap = compiles.LOG.snapshot()
+  snap["distinct_architectures"] = len(set(train_lib.PROGRAMS.archs.values()))
+  snap["programs_cached"] = len(train_lib.PROGRAMS)
+  compile_s = float(snap["compile_seconds"])
+  devices = jax.devices()
+  outer_rows = []
+  for i in sorted(outcome.winners):
+    fold = r.folds[i]
+    outer_rows.append({"fold": i, "group": fold.get("group", ""),
+                       "test_images": len(fold["test"]),
+                       "test_subjects": int(np.unique(np.asarray(dataset.subject_id)[
+                           fold["test"]]).size),
+                       "winners": outcome.winners[i]})
+  data = dict(dataset.summary(), outer_groups=config.eval.outer_groups, outer_folds=len(r.folds),
+              reward_splits=int(config.search.reward_splits), inner_parts=len(r.folds[0]["inner"]),
+              padded_sizes={"train": r.sizes.num_train, "eval": r.sizes.num_eval})
+  if config.eval.protocol == "paper":
+    data["search_fold"] = int(config.search.fold)
+  grade = config.data.label_mode == "grade"
+  return {
+      "command": command, "config_variant": config.variant,
+      "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+      "device": evaluate.describe_device(), "protocol": config.eval.protocol,
+      "label_mode": config.data.label_mode,
+      "class_names": ["S0", "S1", "S2", "S3"][:config.model.num_classes] if grade else
+                     ["S0", "S1-S3"],
+      "seeds": [int(s) for s in config.search.seeds], "data": data,
+      "models": models,
+      "outer_folds": outer_rows if config.eval.protocol == "nested" else [],
+      "rescore": outcome.rescore,
+      "search": {"reward_metric": config.controller.reward_metric,
+                 "reward_transform": config.controller.reward,
+                 "reward_splits": int(config.search.reward_splits),
+                 "children_per_search": int(config.search.num_steps *
+                                            config.search.children_per_step),
+                 "rescore_top_k": int(config.search.rescore_top_k),
+                 "rescore_seeds": int(config.search.rescore_seeds),
+                 "strategies": strategies,
+                 "paper_winners": (outcome.winners.get(int(config.search.fold))
+                                   if config.eval.protocol == "paper" else None)},
+      "final_search": outcome.final_search,
+      "compute": {"wall_seconds": wall,
+                  "device_hours": wall * max(1, jax.process_count()) * len(r.devices) / 3600.0,
+                  "compile_seconds": compile_s,
+                  "compile_share": compile_s / wall if wall > 0 else None,
+                  "devices": len(devices), "processes": jax.process_count()},
+      "compile": snap,
+      "versions": versions(),
+      "config": {"balance": config.data.balance, "augment": list(config.data.augment),
+                 "image_size": int(config.data.image_size), "epochs": int(config.train.epochs),
+                 "width_multiplier": float(config.space.width_multiplier),
+                 "head": config.model.head, "batch_norm": bool(config.model.batch_norm)},
+  }

@@ -119,10 +119,17 @@ class SearchSpace:
 
   @property
   def vgg19(self) -> Architecture:
-    """The paper's VGG19 baseline with this space's block pattern (must have 16 layers)."""
-    if self.blocks != VGG19_BLOCKS:
-      raise ValueError(f"VGG19 needs blocks {VGG19_BLOCKS}; this space has {self.blocks}")
-    return VGG19
+    """The VGG19 baseline: the paper's VGG19 for the VGG19 block pattern (2, 2, 4, 4, 4).
+
+    For another block pattern (shallow test-only spaces) it is the same recipe on that pattern:
+    3x3 kernels, filters 64, 128, 256, 512, 512 by block, as in VGG19's blocks.
+    """
+    if self.blocks == VGG19_BLOCKS:
+      return VGG19
+    widths = (64, 128, 256, 512, 512)
+    filters = tuple(widths[min(b, len(widths) - 1)] for b, n in enumerate(self.blocks)
+                    for _ in range(n))
+    return Architecture((3,) * len(filters), filters, self.blocks)
 
   def width(self, nominal_filters: int) -> int:
     """Actual channel count of a layer after the width multiplier (at least 1)."""

@@ -146,80 +146,6 @@ def mean_std(values):
   return {"mean": mean, "std": std, "n": n, "n_nan": int(nan.sum())}
 
 
-def paired_wilcoxon(a, b):
-  """Two-sided Wilcoxon signed-rank test of paired per-fold scores (scipy.stats.wilcoxon).
-
-  Args:
-    a: [n] scores of model A (e.g. per-fold accuracy of NASRL).
-    b: [n] scores of model B on the same folds (e.g. VGG19).
-
-  Returns:
-    {"statistic", "p_value", "n", "mean_diff", "note"}: n counts pairs where both are not NaN;
-    mean_diff is mean(a - b). With n < 2 statistic and p are nan; when every difference is zero
-    the models are indistinguishable on these folds: statistic 0.0, p 1.0 (scipy would fail).
-    `note` says which of these happened ('' otherwise).
-  """
-  a = np.asarray(a, np.float64).reshape(-1)
-  b = np.asarray(b, np.float64).reshape(-1)
-  if a.shape != b.shape:
-    raise ValueError(f"paired_wilcoxon: a {a.shape} and b {b.shape} must pair up")
-  keep = ~(np.isnan(a) | np.isnan(b))
-  d = a[keep] - b[keep]
-  n = int(d.size)
-  mean_diff = float(np.mean(d)) if n else math.nan
-  if n < 2:
-    return {"statistic": math.nan, "p_value": math.nan, "n": n, "mean_diff": mean_diff,
-            "note": f"only {n} paired value(s); no test"}
-  if np.all(d == 0):
-    return {"statistic": 0.0, "p_value": 1.0, "n": n, "mean_diff": 0.0,
-            "note": "all differences are zero"}
-  res = scipy.stats.wilcoxon(a[keep], b[keep], alternative="two-sided")
-  return {"statistic": float(res.statistic), "p_value": float(res.pvalue), "n": n,
-          "mean_diff": mean_diff, "note": ""}
-
-
-def mean_roc(fprs, tprs, grid=101):
-  """Vertical average of per-fold ROC curves on a common false-positive-rate grid.
-
-  Each curve is read as the piecewise-linear ROC through its points; where a curve has several
-  points at one fpr (a vertical step) the highest tpr is used, i.e. the best tpr reachable at that
-  fpr. Folds with empty curves (a one-class test part) are skipped.
-
-  Args:
-    fprs: list of per-fold fpr sequences (as in binary_metrics(...)["roc"]["fpr"]).
-    tprs: list of matching tpr sequences.
-    grid: number of grid points on [0, 1].
-
-  Returns:
-    (grid_fpr, mean_tpr, std_tpr): float64[grid] arrays; std uses ddof=1 when more than one
-    curve (0 for one curve, nan for none), to match mean_std.
-  """
-  if len(fprs) != len(tprs):
-    raise ValueError(f"mean_roc: {len(fprs)} fpr curves but {len(tprs)} tpr curves")
-  if int(grid) < 2:
-    raise ValueError(f"mean_roc: grid={grid} must be >= 2")
-  grid_fpr = np.linspace(0.0, 1.0, int(grid))
-  curves = []
-  for i, (f, t) in enumerate(zip(fprs, tprs)):
-    f = np.asarray(f, np.float64)
-    t = np.asarray(t, np.float64)
-    if f.shape != t.shape or f.ndim != 1:
-      raise ValueError(f"mean_roc: curve {i} has fpr {f.shape} and tpr {t.shape}")
-    if f.size == 0:
-      continue
-    if np.any(np.diff(f) < 0) or f.min() < 0 or f.max() > 1:
-      raise ValueError(f"mean_roc: curve {i} fpr must be non-decreasing in [0, 1]")
-    xs, first = np.unique(f, return_index=True)
-    ys = np.maximum.reduceat(t, first)  # f is sorted, so each run of equal fpr is contiguous.
-    curves.append(np.interp(grid_fpr, xs, ys))
-  if not curves:
-    nan = np.full(grid_fpr.shape, np.nan)
-    return grid_fpr, nan, nan.copy()
-  curves = np.stack(curves)
-  std = curves.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(grid_fpr.shape)
-  return grid_fpr, curves.mean(axis=0), std
-
-
 def youden_threshold(y_true, prob, default=0.5) -> float:
   """Decision threshold maximising Youden's J = sensitivity + specificity - 1 (sklearn roc_curve).
 
@@ -348,7 +274,8 @@ def weighted_auroc(weights, y_true, score):
   y = np.asarray(y_true).astype(bool).reshape(-1)
   s = np.asarray(score, np.float64).reshape(-1)
   if s.shape != y.shape or y.size == 0:
-    raise ValueError(f"weighted_auroc: y_true {y.shape} and score {s.shape} must be equal, non-empty")
+    raise ValueError(
+        f"weighted_auroc: y_true {y.shape} and score {s.shape} must be equal and non-empty")
   w = _rows(weights, y.size, "weighted_auroc")
   order = np.argsort(s, kind="stable")
   s, y, w = s[order], y[order], w[:, order]
@@ -670,3 +597,16 @@ def holm(p_values):
   if ok.any():
     out[ok] = multipletests(p[ok], method="holm")[1]
   return out
+
+
+def confusion(y_true, y_pred, num_classes):
+  """Confusion matrix [C][C] (rows true, columns predicted) as nested lists of ints.
+
+  Same as scikit-learn's `confusion_matrix(y_true, y_pred, labels=range(C))`, counted with
+  np.bincount because the report needs hundreds of them and scikit-learn's input checks cost a few
+  milliseconds per call.
+  """
+  y = np.asarray(y_true, np.int64).reshape(-1)
+  p = np.asarray(y_pred, np.int64).reshape(-1)
+  c = int(num_classes)
+  return np.bincount(y * c + p, minlength=c * c).reshape(c, c).tolist()

@@ -1,5 +1,5 @@
-"""Tests for nasrl_jax.metrics against hand-computed values, scikit-learn / statsmodels, and published
-worked examples (scikit-learn's corrected t-test example, Newcombe's Wilson intervals)."""
+"""Tests for nasrl_jax.metrics against hand-computed values, scikit-learn / statsmodels, and
+published worked examples (scikit-learn's corrected t-test example, Newcombe's Wilson intervals)."""
 
 import itertools
 import math
@@ -81,52 +81,6 @@ def test_mean_std():
   assert M.mean_std([0.4]) == {"mean": 0.4, "std": 0.0, "n": 1, "n_nan": 0}
   r = M.mean_std([np.nan])
   assert math.isnan(r["mean"]) and math.isnan(r["std"]) and r["n_nan"] == 1
-
-
-def test_paired_wilcoxon_hand_value_and_scipy():
-  a = np.array([0.8, 0.7, 0.9, 0.75, 0.85])
-  b = a - np.array([0.01, 0.02, 0.03, 0.04, 0.05])
-  r = M.paired_wilcoxon(a, b)
-  # All 5 differences positive: W- = 0, exact two-sided p = 2 / 2**5.
-  assert r["statistic"] == 0.0 and r["p_value"] == pytest.approx(2 / 32)
-  assert r["n"] == 5 and r["mean_diff"] == pytest.approx(0.03) and r["note"] == ""
-  rng = np.random.default_rng(0)
-  a, b = rng.random(10), rng.random(10)
-  ref = scipy.stats.wilcoxon(a, b)
-  r = M.paired_wilcoxon(a, b)
-  assert r["statistic"] == pytest.approx(ref.statistic)
-  assert r["p_value"] == pytest.approx(ref.pvalue)
-
-
-def test_paired_wilcoxon_degenerate_cases():
-  r = M.paired_wilcoxon([0.7, 0.8, 0.9], [0.7, 0.8, 0.9])
-  assert r["p_value"] == 1.0 and r["statistic"] == 0.0 and "zero" in r["note"]
-  r = M.paired_wilcoxon([0.7, np.nan], [0.6, 0.5])  # One usable pair.
-  assert math.isnan(r["p_value"]) and r["n"] == 1 and r["mean_diff"] == pytest.approx(0.1)
-  with pytest.raises(ValueError, match="pair up"):
-    M.paired_wilcoxon([1, 2], [1])
-
-
-def test_mean_roc_hand_curves():
-  perfect = ([0.0, 0.0, 1.0], [0.0, 1.0, 1.0])
-  diagonal = ([0.0, 1.0], [0.0, 1.0])
-  grid, mean, std = M.mean_roc([perfect[0], diagonal[0], []],
-                               [perfect[1], diagonal[1], []], grid=5)
-  np.testing.assert_allclose(grid, [0, 0.25, 0.5, 0.75, 1.0])
-  np.testing.assert_allclose(mean, [0.5, 0.625, 0.75, 0.875, 1.0])  # Empty curve skipped.
-  np.testing.assert_allclose(std, np.std([[1.0] * 5, grid], axis=0, ddof=1))
-
-
-def test_mean_roc_of_one_sklearn_curve_passes_through_its_points():
-  fpr, tpr, _ = skm.roc_curve(Y, P)
-  grid, mean, std = M.mean_roc([fpr], [tpr], grid=101)
-  for f in np.unique(fpr):  # 4 negatives: every fpr is a multiple of 0.25, a grid point.
-    i = int(round(f * 100))
-    assert grid[i] == pytest.approx(f)
-    assert mean[i] == pytest.approx(tpr[fpr == f].max())
-  assert np.all(np.diff(mean) >= 0) and np.all(std == 0)
-  _, mean, _ = M.mean_roc([], [])
-  assert np.all(np.isnan(mean))
 
 
 def test_youden_threshold_maximises_sensitivity_plus_specificity():
@@ -365,7 +319,8 @@ def sklearn_example_scores():
   random_state=1, n_samples=100), 10 x 10-fold RepeatedStratifiedKFold(random_state=0)."""
   x, y = make_moons(noise=0.352, random_state=1, n_samples=100)
   cv = RepeatedStratifiedKFold(n_splits=10, n_repeats=10, random_state=0)
-  models = {"rbf": SVC(kernel="rbf", random_state=0), "linear": SVC(kernel="linear", random_state=0),
+  models = {"rbf": SVC(kernel="rbf", random_state=0),
+            "linear": SVC(kernel="linear", random_state=0),
             "3_poly": SVC(kernel="poly", degree=3, random_state=0),
             "2_poly": SVC(kernel="poly", degree=2, random_state=0)}
   return {k: cross_val_score(m, x, y, scoring="roc_auc", cv=cv) for k, m in models.items()}
@@ -419,3 +374,10 @@ def test_holm_hand_value_statsmodels_and_nan():
   assert math.isnan(got[1])
   np.testing.assert_allclose(got[[0, 2]], [0.02, 0.04])  # A family of two, not three.
   assert M.holm([0.9, 0.8]).max() <= 1.0
+
+
+def test_confusion_matches_sklearn():
+  rng = np.random.default_rng(5)
+  y, pred = rng.integers(0, 4, 60), rng.integers(0, 4, 60)
+  assert M.confusion(y, pred, 4) == skm.confusion_matrix(y, pred, labels=range(4)).tolist()
+  assert M.confusion([1, 1], [1, 1], 2) == [[0, 0], [0, 2]]  # Absent classes still counted as 0.

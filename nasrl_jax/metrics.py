@@ -278,16 +278,19 @@ def weighted_auroc(weights, y_true, score):
         f"weighted_auroc: y_true {y.shape} and score {s.shape} must be equal and non-empty")
   w = _rows(weights, y.size, "weighted_auroc")
   order = np.argsort(s, kind="stable")
-  s, y, w = s[order], y[order], w[:, order]
+  s, y = s[order], y[order]
+  # Images along axis 0, resamples along axis 1 (contiguous): reduceat then sums whole rows,
+  # several times faster than reducing along the last axis of [B, n].
+  wt = np.ascontiguousarray(w.T[order])
   starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # First index of each run of equal scores.
-  pos = np.add.reduceat(w * y, starts, axis=1)
-  neg = np.add.reduceat(w * ~y, starts, axis=1)
-  below = np.cumsum(neg, axis=1) - neg  # Negative weight strictly below each run.
-  wins = np.sum(pos * (below + 0.5 * neg), axis=1)
-  return _ratio(wins, pos.sum(axis=1) * neg.sum(axis=1))
+  pos = np.add.reduceat(wt * y[:, None], starts, axis=0)
+  neg = np.add.reduceat(wt * ~y[:, None], starts, axis=0)
+  below = np.cumsum(neg, axis=0) - neg  # Negative weight strictly below each run.
+  wins = np.sum(pos * (below + 0.5 * neg), axis=0)
+  return _ratio(wins, pos.sum(axis=0) * neg.sum(axis=0))
 
 
-def weighted_binary_metrics(weights, y_true, score, threshold=0.5):
+def weighted_binary_metrics(weights, y_true, score, threshold=0.5, with_auroc=True):
   """Accuracy, sensitivity, specificity and AUROC for each row of weights.
 
   Args:
@@ -295,22 +298,25 @@ def weighted_binary_metrics(weights, y_true, score, threshold=0.5):
     y_true: [n] labels 0/1.
     score: [n] probability of class 1.
     threshold: scalar or [n]; predict 1 where score >= threshold.
+    with_auroc: also the AUROC (threshold-free, and most of the cost).
 
   Returns:
     {"accuracy", "sensitivity", "specificity", "auroc"}: float64 [B] each (weighted means; nan
-    where the rate's denominator has no weight).
+    where the rate's denominator has no weight); no "auroc" when with_auroc is False.
   """
   y = np.asarray(y_true).astype(bool).reshape(-1)
   s = np.asarray(score, np.float64).reshape(-1)
   w = _rows(weights, y.size, "weighted_binary_metrics")
   pred = s >= np.asarray(threshold, np.float64)
   pos, neg = y.astype(np.float64), (~y).astype(np.float64)
-  return {
+  out = {
       "accuracy": _ratio(w @ (pred == y).astype(np.float64), w.sum(axis=1)),
       "sensitivity": _ratio(w @ (pred & y).astype(np.float64), w @ pos),
       "specificity": _ratio(w @ (~pred & ~y).astype(np.float64), w @ neg),
-      "auroc": weighted_auroc(w, y, s),
   }
+  if with_auroc:
+    out["auroc"] = weighted_auroc(w, y, s)
+  return out
 
 
 def weighted_multiclass_metrics(weights, y_true, prob):

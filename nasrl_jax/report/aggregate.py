@@ -106,7 +106,8 @@ def _image_statistic(grade):
   """The statistic of every image-level bootstrap: Table 1, the validation threshold, grades."""
   def statistic(w, part):
     out = metrics.weighted_binary_metrics(w, part["label"], part["score"], DECISION_THRESHOLD)
-    at_val = metrics.weighted_binary_metrics(w, part["label"], part["score"], part["val_threshold"])
+    at_val = metrics.weighted_binary_metrics(w, part["label"], part["score"],
+                                             part["val_threshold"], with_auroc=False)
     out.update({f"val_{k}": at_val[k] for k in THRESHOLD_METRICS})
     if grade:
       multi = metrics.weighted_multiclass_metrics(w, part["grade"], part["prob"])
@@ -191,7 +192,7 @@ def _point_metrics(part, grade):
                n=int(n), threshold=DECISION_THRESHOLD)
   threshold = float(part["val_threshold"][0])
   at_val = _at_unit_weights(metrics.weighted_binary_metrics(
-      ones, part["label"], part["score"], threshold))
+      ones, part["label"], part["score"], threshold, with_auroc=False))
   at_val.update(confusion=metrics.confusion(part["label"], part["score"] >= threshold, 2),
                 n=int(n), threshold=threshold)
   out = {"image": image, "at_val_threshold": at_val}

@@ -412,6 +412,12 @@ def test_winner_agreement_hand_case():
   assert a["kernel_agreement"] == pytest.approx((1 + 2 / 3) / 2)
   assert a["filter_agreement"] == pytest.approx((1 + 2 / 3) / 2)
   assert "2 distinct architectures" in markdown.agreement_sentence("NASRL", a)
+  assert a["kernel_chance"] is None  # No choice set given, no chance level.
+  a = aggregate.agreement(rows, kernel_choices=4, filter_choices=4)
+  # 3 winners choosing uniformly among 4: the modal count is 1 (prob 3/8), 2 (9/16) or 3 (1/16),
+  # so the expected modal share is (3/8 * 1 + 9/16 * 2 + 1/16 * 3) / 3 = 0.5625.
+  assert a["kernel_chance"] == pytest.approx(0.5625, abs=0.01)
+  assert "uniform random choices would give 56 %" in markdown.agreement_sentence("NASRL", a)
   one = aggregate.agreement(rows[:2])
   assert "found one architecture" in markdown.agreement_sentence("NASRL", one)
 

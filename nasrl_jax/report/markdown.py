@@ -155,8 +155,9 @@ def protocol_section(report):
         f"Each strategy searched once per seed on fold {f}'s train and validation parts, "
         f"{rescore}, and its winner was then cross-validated on all {k} folds. **The search's "
         f"subjects sit in {_minus_one(k)} of the {k} CV test folds** (every subject outside fold "
-        f"{f}'s test part was seen by the search), so Table 1 is optimistic for the searched models: their "
-        f"architecture was chosen on data that contains those test parts. VGG19 was fixed in "
+        f"{f}'s test part was seen by the search), so Table 1 is optimistic for the searched "
+        f"models: their architecture was chosen on data that contains those test parts. VGG19 "
+        f"was fixed in "
         f"advance and carries no such bias. The clean estimate for the searched models is fold "
         f"{f}'s untouched test part, reported separately below with Wilson intervals; use "
         f"`--config.eval.protocol=nested` for a result that can be published as an estimate."]
@@ -396,6 +397,9 @@ def agreement_sentence(name, a):
     text += (f"; per layer, on average {share_text(a['kernel_agreement'])} of the winners share "
              f"the most common kernel size and {share_text(a['filter_agreement'])} the most common "
              f"filter count")
+    if _finite(a.get("kernel_chance")) and _finite(a.get("filter_chance")):
+      text += (f" (uniform random choices would give {share_text(a['kernel_chance'])} and "
+               f"{share_text(a['filter_chance'])})")
   return text + "."
 
 
@@ -408,10 +412,15 @@ def winners_section(report):
            else "## Winners of the search fold, per seed")
   lines = [title, ""]
   lines += [f"- {agreement_sentence(name, a)}" for name, a in agreement.items()]
-  rows = [[name, a["winners"], a["distinct"], share_text(a.get("kernel_agreement")),
-           share_text(a.get("filter_agreement"))] for name, a in agreement.items()]
+  rows = [[name, a["winners"], a["distinct"],
+           f"{share_text(a.get('kernel_agreement'))} (chance {share_text(a.get('kernel_chance'))})",
+           f"{share_text(a.get('filter_agreement'))} (chance {share_text(a.get('filter_chance'))})"]
+          for name, a in agreement.items()]
   lines += ["", table(["Model", "winners", "distinct", "kernel agreement", "filter agreement"],
-                      rows), ""]
+                      rows), "",
+            "Agreement: the share of winners with the most common choice at a layer, averaged over "
+            "layers; chance: the same share if every winner chose uniformly among the values any "
+            "winner took.", ""]
   body = [table(["fold", "group", "model", "seed", "architecture", "params", "FLOPs",
                  "search reward", "re-scored mean +- sd"],
                 [[w.get("fold"), w.get("group") or "", w.get("model"), w.get("seed"),
@@ -544,6 +553,9 @@ def build(report, plot_names=()):
   models = report["models"]
   out = ["# NASRL early fatty-liver detection: report", ""]
   out += protocol_section(report) + [""]
+  out += [f"Produced by `{report.get('command') or 'n/a'}` (config variant "
+          f"`{report.get('config_variant') or 'default'}`, {report.get('date') or 'n/a'}) on "
+          f"{report.get('device') or 'n/a'}.", ""]
   out += summary_section(report)
   out += ["## Data", ""] + data_section(report.get("data") or {},
                                         report.get("class_names") or []) + [""]

@@ -262,30 +262,31 @@ def summarise_model(model, results, boot_seed=BOOTSTRAP_SEED):
   image_boot = metrics.fold_bootstrap(data.image, _image_statistic(grade), seed=boot_seed)
   subject_boot = metrics.fold_bootstrap(data.subject, _subject_statistic, seed=boot_seed)
 
-  def summary(boot, key, pick, index=None):
+  def summary(pick, key, index=None, level="image"):
+    """One metric: `pick` reads its value from a part's point metrics, `key` names it in the
+    bootstrap's statistic (column `index` for per-class values)."""
+    boot, values = (image_boot, points) if level == "image" else (subject_boot, subject_points)
     est, ci = _column(boot, key, index)
-    return summarise_values({k: pick(v) for k, v in (
-        subject_points if boot is subject_boot else points).items()}, est, ci)
+    return summarise_values({k: pick(v) for k, v in values.items()}, est, ci)
 
   entry = {key: model.get(key) for key in (
       "name", "architecture", "kernels", "filters", "blocks", "params", "flops", "fps",
       "latency_ms_median", "throughput", "throughput_batch", "exported")}
   for name in METRICS:
-    entry[name] = summary(image_boot, name, lambda p, n=name: p["image"][n])
-  entry["subject"] = {name: summary(subject_boot, name, lambda p, n=name: p[n])
+    entry[name] = summary(lambda p, n=name: p["image"][n], name)
+  entry["subject"] = {name: summary(lambda p, n=name: p[n], name, level="subject")
                       for name in METRICS}
   entry["at_val_threshold"] = {
-      name: summary(image_boot, f"val_{name}", lambda p, n=name: p["at_val_threshold"][n])
+      name: summary(lambda p, n=name: p["at_val_threshold"][n], f"val_{name}")
       for name in THRESHOLD_METRICS}
   entry["confusion"] = np.sum([p["image"]["confusion"] for p in points.values()], axis=0).tolist()
   if grade:
     entry["multiclass"] = {
-        "accuracy": summary(image_boot, "grade_accuracy", lambda p: p["multiclass"]["accuracy"]),
-        "sensitivity": {c: summary(image_boot, "grade_sensitivity",
-                                   lambda p, i=i: p["multiclass"]["sensitivity"][i], index=i)
+        "accuracy": summary(lambda p: p["multiclass"]["accuracy"], "grade_accuracy"),
+        "sensitivity": {c: summary(lambda p, i=i: p["multiclass"]["sensitivity"][i],
+                                   "grade_sensitivity", index=i)
                         for i, c in enumerate(class_names)},
-        "auroc_macro": summary(image_boot, "grade_auroc_macro",
-                               lambda p: p["multiclass"]["auroc_macro"]),
+        "auroc_macro": summary(lambda p: p["multiclass"]["auroc_macro"], "grade_auroc_macro"),
         "confusion": np.sum([p["multiclass"]["confusion"] for p in points.values()],
                             axis=0).tolist(),
     }

@@ -22,6 +22,8 @@ REFERENCE = "NASRL"
 T_TEST_METRICS = ("accuracy", "auroc")
 # Family-wise significance level for the Holm-adjusted p-values.
 ALPHA = 0.05
+# p-values below this are printed as "< 0.001".
+P_FLOOR = 0.001
 # The AUROC of a classifier that learned nothing.
 CHANCE_AUROC = 0.5
 TEST_T = "nadeau_bengio_corrected_t"
@@ -102,12 +104,17 @@ def compare(summary):
 
 
 def p_text(p):
-  """0.71, 0.043, 0.004, '< 0.001'; 'n/a' when undefined."""
+  """0.71, 0.043, 0.004, '< 0.001'; 'n/a' when undefined.
+
+  Below P_FLOOR a p-value is only "< P_FLOOR" (a 2,000-resample bootstrap cannot resolve less, and
+  nobody should read more into a t tail); below ALPHA it keeps three decimals so that values near
+  the threshold are not rounded across it.
+  """
   if p is None or not math.isfinite(p):
     return "n/a"
-  if p < 0.001:
-    return "< 0.001"
-  return f"{p:.3f}" if p < 0.05 else f"{p:.2f}"
+  if p < P_FLOOR:
+    return f"< {P_FLOOR}"
+  return f"{p:.3f}" if p < ALPHA else f"{p:.2f}"
 
 
 def p_clause(label, p):

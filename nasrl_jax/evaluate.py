@@ -229,7 +229,7 @@ def rescore(run: Run, ledger: RescoreLedger, fold, outer: int, seed: int, record
              "strategy": rec.strategy, "search_reward": rec.reward, "params": rec.params,
              "flops": rec.flops, "scores": scores,
              "mean": float(np.mean(finite)) if finite else None,
-             "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0 if finite else None,
+             "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
              "n": len(finite)}
       row = io_utils.to_json_safe(row)
       ledger.put(row)

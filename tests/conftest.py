@@ -6,6 +6,7 @@ import importlib.util
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,3 +49,39 @@ def session_compile_cache(tmp_path_factory):
 @pytest.fixture
 def config_factory():
   return load_config
+
+
+class TinyRun:
+  """The session's one in-process run of the tiny config (see `tiny_run`)."""
+
+  def __init__(self, workdir, data_cache, config, results, calls):
+    self.workdir, self.data_cache, self.config = workdir, data_cache, config
+    self.results, self.calls = results, calls  # calls: one dict per training call (hooked).
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, session_compile_cache):
+  """The whole pipeline on the tiny config, once per session, every training call recorded.
+
+  Tests that use it carry `pytestmark = pytest.mark.xdist_group("tiny_run")`, so they share one
+  xdist worker and the run happens once.
+  """
+  del session_compile_cache
+  from nasrl_jax import pipeline, train
+  base = tmp_path_factory.mktemp("tiny_run")
+  config = load_config("tiny")
+  config.data.cache_dir = str(base / "data_cache")
+  calls = []
+
+  def record(arch, splits, test_idx, tag):
+    calls.append({"arch": str(arch), "used": set().union(*[s.used_indices() for s in splits]),
+                  "val": set().union(*[set(np.asarray(s.eval_idx).tolist()) for s in splits]),
+                  "test": None if test_idx is None else set(np.asarray(test_idx).tolist()),
+                  "tag": dict(tag or {})})
+
+  train.TRAIN_HOOKS.append(record)
+  try:
+    results = pipeline.run(config, str(base / "w"), command="tests/conftest.py tiny_run")
+  finally:
+    train.TRAIN_HOOKS.remove(record)
+  return TinyRun(base / "w", str(base / "data_cache"), config, results, calls)

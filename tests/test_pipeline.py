@@ -1,149 +1,206 @@
-"""End to end: launch.py on the tiny config, resume, and refusal of bad configs."""
+"""End to end: the tiny config through the nested protocol, leakage, resume, refusals, grade mode."""
 
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from tests.conftest import compile_cache_flag
+from tests.conftest import compile_cache_flag, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "pipeline_worker.py")
+pytestmark = pytest.mark.xdist_group("tiny_run")
+MODELS = {"NASRL", "VGG19", "RandomSearch", "Evolution"}
+# Report fields that measure the machine rather than the experiment (exempt from equality).
+MACHINE = {"date", "wall_seconds", "compile_seconds", "compile_share", "fps", "latency_ms_median",
+           "latency_ms_p90", "throughput", "train_seconds", "device_hours", "compile", "compute",
+           "command", "seconds"}
 
 
-def _launch(workdir, *flags, cache_dir):
-  cmd = [sys.executable, os.path.join(ROOT, "launch.py"),
-         "--config=" + os.path.join(ROOT, "configs/fatty_liver.py:tiny"), f"--workdir={workdir}",
-         f"--config.data.cache_dir={cache_dir}", compile_cache_flag(), *flags]
-  return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+def _report(workdir):
+  with open(os.path.join(workdir, "report.json"), encoding="utf-8") as f:
+    return json.load(f)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-  base = tmp_path_factory.mktemp("pipeline")
-  w = base / "w"
-  p = _launch(w, cache_dir=base / "cache")
-  assert p.returncode == 0, p.stderr[-3000:]
-  return base, w
+def _strip(obj):
+  """The report without machine measurements, floats rounded (for run-to-run comparison)."""
+  if isinstance(obj, dict):
+    return {k: _strip(v) for k, v in obj.items() if k not in MACHINE and not k.endswith("seconds")}
+  if isinstance(obj, list):
+    return [_strip(v) for v in obj]
+  if isinstance(obj, float):
+    return round(obj, 5)
+  return obj
 
 
-def test_outputs_and_report(tiny_run):
-  _, w = tiny_run
+def test_outputs_follow_the_contract(tiny_run):
+  w = tiny_run.workdir
   for f in ("report.md", "report.json", "table1.csv", "folds.json", "config.json",
-            "search/history.jsonl", "random_search/history.jsonl"):
+            "search/history.jsonl", "search/rescore.jsonl"):
     assert (w / f).exists(), f
-  for plot in ("search_rewards.png", "roc.png", "confusion.png", "architectures.png"):
-    assert (w / "plots" / plot).stat().st_size > 5000
-  rep = json.loads((w / "report.json").read_text())
-  names = [m["name"] for m in rep["models"]]
-  assert set(names) == {"NASRL", "VGG19", "RandomSearch"}
-  cfg = json.loads((w / "config.json").read_text())
+  rep = _report(w)
+  assert rep["protocol"] == "nested"
+  assert {m["name"] for m in rep["models"]} == MODELS
   for m in rep["models"]:
-    assert len(m["folds"]) == cfg["data"]["num_folds"] == 3
+    assert (w / "models" / m["name"]).is_dir()
     for k in ("accuracy", "sensitivity", "specificity", "auroc"):
-      assert set(m[k]) >= {"mean", "std"}
-    assert m["params"] > 0 and m["fps"] > 0
-  vgg = next(m for m in rep["models"] if m["name"] == "VGG19")
-  assert vgg["architecture"].startswith("3x64 3x64 | 3x128")
-  hist = [json.loads(l) for l in (w / "search/history.jsonl").read_text().splitlines()]
-  assert len(hist) == cfg["search"]["num_steps"] * cfg["search"]["children_per_step"]
-  assert "python" in (w / "report.md").read_text()
-  for name in names:
-    assert (w / "models" / name).is_dir()
+      lo, hi = m[k]["ci95"]
+      assert lo <= m[k]["mean"] <= hi
+    assert len(m["folds"]) == 2  # 2 outer folds x 1 seed.
+  assert len(rep["outer_folds"]) == 2
+  for f in rep["outer_folds"]:
+    assert set(f["winners"]) == MODELS - {"VGG19"}
+    assert all({"seed", "architecture", "params"} <= set(w_) for ws in f["winners"].values()
+               for w_ in ws)
+  assert rep["rescore"] and all({"fold", "seed", "architecture", "search_reward", "mean", "std"}
+                                <= set(r) for rows in rep["rescore"].values() for r in rows)
+  assert {c["test"] for c in rep["comparisons"]} and all(
+      {"a", "b", "metric", "diff", "ci95", "p", "p_holm", "test"} <= set(c)
+      for c in rep["comparisons"])
+  for k in ("python", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+    assert rep["versions"][k]
+  rows = [json.loads(l) for l in (w / "search/history.jsonl").read_text().splitlines()]
+  cfg = json.loads((w / "config.json").read_text())
+  per_search = cfg["search"]["num_steps"] * cfg["search"]["children_per_step"]
+  assert len(rows) == 2 * 3 * per_search  # outer folds x strategies x children.
+  assert all({"strategy", "seed", "outer_fold", "step", "architecture", "reward"} <= set(r)
+             for r in rows)
+  assert {r["strategy"] for r in rows} == {"reinforce", "random", "evolution"}
+  for s in ("reinforce", "random", "evolution"):
+    assert (w / "search" / s / "seed0" / "outer1" / "history.jsonl").exists()
+  assert "nested" in (w / "report.md").read_text()
 
 
-def test_search_never_saw_a_test_index(tiny_run):
-  """folds.json: parts disjoint by subject, tests partition the images; the search used fold f."""
-  _, w = tiny_run
-  folds = json.loads((w / "folds.json").read_text())
-  sid = folds["subject_id"]
-  tests = sorted(i for f in folds["folds"] for i in f["test"])
-  assert tests == list(range(len(sid)))
-  for f in folds["folds"]:
-    parts = [set(sid[i] for i in f[p]) for p in ("train", "val", "test")]
-    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
-  rep = json.loads((w / "report.json").read_text())
-  f = folds["folds"][rep["data"]["search_fold"]]
-  saw = rep["data"]["search_saw"]
-  assert saw["train_images"] == len(f["train"]) and saw["val_images"] == len(f["val"])
+def test_each_program_compiles_once(tiny_run):
+  comp = tiny_run.results["compile"]
+  assert comp["compiles"] <= comp["distinct_programs"] <= 2 * comp["distinct_architectures"]
+  assert not comp["recompiled_programs"]
 
 
-def test_rerun_resumes_without_retraining(tiny_run):
-  base, w = tiny_run
+def test_no_test_subject_of_a_fold_reaches_its_search_rescoring_or_selection(tiny_run):
+  """Every training call was hooked: searches and re-scoring of fold i never touch fold i's test
+  images (nor their subjects); the test training sees its test part only as `test_idx`."""
+  _, _, folds = __import__("nasrl_jax.data.folds", fromlist=["x"]).read_folds(
+      tiny_run.workdir / "folds.json")
+  sid = np.asarray(json.loads((tiny_run.workdir / "folds.json").read_text())["subject_id"])
+  phases = {c["tag"]["phase"] for c in tiny_run.calls}
+  assert phases == {"search", "rescore", "final"}
+  for c in tiny_run.calls:
+    fold = folds[c["tag"]["outer"]]
+    test = set(fold["test"].tolist())
+    test_subjects = set(sid[list(test)])
+    assert not c["used"] & test
+    assert not {sid[i] for i in c["used"]} & test_subjects
+    if c["tag"]["phase"] == "final":
+      assert c["test"] == test
+      assert c["val"] == set(fold["val"].tolist())
+    else:
+      assert c["test"] is None
+  # The memo is keyed by outer fold: no reward of fold 0 was reused in fold 1.
+  rows = [json.loads(l) for l in (tiny_run.workdir / "search/history.jsonl").read_text()
+          .splitlines()]
+  first = {}
+  for r in rows:
+    if r["status"] == "ok":
+      first.setdefault((r["architecture"], r["outer_fold"]), r)
+  for r in rows:
+    if r["status"] == "memo":
+      assert (r["architecture"], r["outer_fold"]) in first
+
+
+def test_exported_model_reproduces_its_test_predictions(tiny_run):
+  import jax
+  import ml_collections
+  from nasrl_jax import child, data, export
+  w = tiny_run.workdir
+  cfg = ml_collections.ConfigDict(json.loads((w / "config.json").read_text()))
+  ds = data.load(cfg.data)
+  rep = _report(w)
+  _, _, folds = __import__("nasrl_jax.data.folds", fromlist=["x"]).read_folds(w / "folds.json")
+  for m in rep["models"]:
+    model = export.load(w / "models" / m["name"])
+    assert str(model.arch) == m["architecture"]
+    meta = model.metadata
+    assert meta["source"] == "best_validation_outer_fold"
+    fold_result = next(f for f in m["folds"] if f["fold"] == meta["fold"] and
+                       f["seed"] == meta["seed"])
+    test = folds[meta["fold"]]["test"]
+    logits, _ = child.apply(model.graphdef, model.params, model.batch_stats, ds.images[test],
+                            train=False)
+    probs = np.asarray(jax.nn.softmax(logits))
+    np.testing.assert_allclose(probs, np.asarray(fold_result["test"]["prob"]), atol=2e-5)
+    assert 0.0 <= model.threshold <= 1.0
+
+
+def test_rerun_resumes_without_training(tiny_run):
+  from nasrl_jax import pipeline, train
+  w = tiny_run.workdir
   before = (w / "search/history.jsonl").read_text()
-  cv_before = {p: p.stat().st_mtime_ns for p in (w / "cv").rglob("fold_*.json")}
-  p = _launch(w, cache_dir=base / "cache")
-  assert p.returncode == 0, p.stderr[-3000:]
+  calls = []
+  train.TRAIN_HOOKS.append(lambda *a: calls.append(a))
+  try:
+    res = pipeline.run(tiny_run.config, str(w))
+  finally:
+    train.TRAIN_HOOKS.pop()
+  assert not calls
   assert (w / "search/history.jsonl").read_text() == before
-  assert {p: p.stat().st_mtime_ns for p in (w / "cv").rglob("fold_*.json")} == cv_before
+  assert _strip(res["models"]) == _strip(tiny_run.results["models"])
 
 
-def test_incompatible_resume_is_refused(tiny_run):
-  base, w = tiny_run
-  p = _launch(w, "--config.seed=3", "--config.train.epochs=5", cache_dir=base / "cache")
-  assert p.returncode == 2
-  err = p.stderr.strip().splitlines()[-1]
-  assert "seed" in err and "train.epochs" in err and "Traceback" not in p.stderr
+def test_killed_mid_search_mid_rescore_and_mid_test_training_resumes_to_the_same_report(
+    tiny_run, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  w = tmp_path / "w"
+  base = [sys.executable, WORKER, str(w), tiny_run.data_cache]
+  for kill in ("search:3", "rescore:1", "final:2"):
+    p = subprocess.run(base + [f"--kill={kill}"], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == -9, p.stderr[-2000:]
+  p = subprocess.run(base, env=env, capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert _strip(_report(w)) == _strip(_report(tiny_run.workdir))
+
+
+def test_incompatible_resume_and_old_workdirs_are_refused(tiny_run, tmp_path):
+  from nasrl_jax import pipeline
+  from nasrl_jax.errors import UserInputError
+  c = tiny_run.config.copy_and_resolve_references()
+  c.seed = 3
+  c.train.epochs = 5
+  with pytest.raises(UserInputError, match="seed.*train.epochs"):
+    pipeline.run(c, str(tiny_run.workdir))
+  old = tmp_path / "old"
+  old.mkdir()
+  (old / "config.json").write_text(json.dumps({"seed": 0}))
+  with pytest.raises(UserInputError, match="earlier nasrl_jax layout"):
+    pipeline.run(tiny_run.config, str(old))
 
 
 def test_bad_config_is_one_clear_line(tmp_path):
-  p = _launch(tmp_path / "w", "--config.data.source=pacs", cache_dir=tmp_path / "c")
+  cmd = [sys.executable, os.path.join(ROOT, "launch.py"),
+         "--config=" + os.path.join(ROOT, "configs/fatty_liver.py:tiny"),
+         f"--workdir={tmp_path / 'w'}", "--config.data.source=pacs", compile_cache_flag()]
+  p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
   assert p.returncode == 2
   assert p.stderr.strip().splitlines()[-1].startswith("error: config.data.source='pacs'")
   assert "Traceback" not in p.stderr
   assert not (tmp_path / "w" / "config.json").exists()
 
 
-def test_exported_model_reproduces_the_search_fold_test_result(tiny_run):
-  """models/NASRL loads from its checkpoint alone and scores fold f's test part as reported."""
-  import jax
-  import ml_collections
-  import numpy as np
-  from nasrl_jax import child, data, pipeline
-  _, w = tiny_run
-  cfg = ml_collections.ConfigDict(json.loads((w / "config.json").read_text()))
-  ds = data.load(cfg.data)
-  folds = json.loads((w / "folds.json").read_text())
-  rep = json.loads((w / "report.json").read_text())
-  f = rep["data"]["search_fold"]
-  test = np.asarray(folds["folds"][f]["test"])
-  for m in rep["models"]:
-    arch, spec, g, params, stats, meta = pipeline.load_exported(w / "models" / m["name"])
-    assert str(arch) == m["architecture"]
-    assert meta["preprocessing"]["image_size"] == cfg.data.image_size
-    assert 0.0 <= meta["threshold"] <= 1.0 and "validation" in meta["threshold_source"]
-    logits, _ = child.apply(g, params, stats, ds.images[test], train=False)
-    pred = np.asarray(jax.numpy.argmax(logits, -1))
-    acc = float(np.mean(pred == ds.label[test]))
-    assert acc == pytest.approx(m["search_fold_test"]["image"]["accuracy"], abs=1e-6)
-
-
-def test_manifest_source_runs_the_same_pipeline(tmp_path):
-  """data.source=manifest on simulator images written to disk as PNGs + CSV, end to end."""
-  import csv
-  from PIL import Image
-  from nasrl_jax.data import synthetic
-  from tests.conftest import load_config
-  cfg = load_config("tiny").data.synthetic
-  sim = synthetic.simulate(cfg)
-  root = tmp_path / "study"
-  root.mkdir()
-  with open(root / "manifest.csv", "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["path", "subject_id", "cap", "device"])
-    for i, img in enumerate(sim["images"]):
-      Image.fromarray(img).save(root / f"img{i:03d}.png")
-      w.writerow([f"img{i:03d}.png", sim["subject_id"][i], f"{sim['cap'][i]:.1f}", sim["device"][i]])
-  w = tmp_path / "w"
-  cmd = [sys.executable, os.path.join(ROOT, "launch.py"),
-         "--config=" + os.path.join(ROOT, "configs/fatty_liver.py:tiny,manifest"),
-         f"--config.data.manifest={root / 'manifest.csv'}", f"--workdir={w}",
-         "--config.eval.models=('NASRL', 'VGG19')", "--config.search.random_search=False",
-         compile_cache_flag()]
-  p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
-  assert p.returncode == 0, p.stderr[-3000:]
-  rep = json.loads((w / "report.json").read_text())
-  assert [m["name"] for m in rep["models"]] == ["NASRL", "VGG19"]
-  assert rep["data"]["images"] == len(sim["images"])
-  assert rep["data"]["subjects"] == len(set(sim["subject_id"]))
+def test_grade_mode_runs_end_to_end(tiny_run, tmp_path):
+  from nasrl_jax import pipeline
+  c = load_config("tiny")
+  c.data.cache_dir = tiny_run.data_cache
+  c.data.label_mode = "grade"
+  c.search.strategies = ("random",)
+  res = pipeline.run(c, str(tmp_path / "w"))
+  rep = _report(tmp_path / "w")
+  assert rep["label_mode"] == "grade"
+  assert {m["name"] for m in rep["models"]} == {"VGG19", "RandomSearch"}
+  probs = np.asarray(res["models"][0]["folds"][0]["test"]["prob"])
+  assert probs.shape[1] == 4
+  text = (tmp_path / "w" / "report.md").read_text()
+  assert "S0 vs S1-S3" in text or "binary view" in text

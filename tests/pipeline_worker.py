@@ -1,0 +1,59 @@
+"""Subprocess for pipeline tests: a tiny run, optionally SIGKILLed at the n-th training of a phase.
+
+  python tests/pipeline_worker.py WORKDIR CACHE_DIR [--kill=PHASE:N] [--umask=OCTAL] [KEY=VALUE...]
+
+PHASE is search | rescore | final (the `tag["phase"]` of `train.TRAIN_HOOKS`); the process kills
+itself when asked to start its N-th training of that phase (0-based), a deterministic stand-in for
+a dropped Colab session there. KEY=VALUE override config fields (values as Python literals).
+"""
+
+import ast
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from nasrl_jax import pipeline  # pylint: disable=g-import-not-at-top
+from nasrl_jax import train  # pylint: disable=g-import-not-at-top
+from tests.conftest import load_config  # pylint: disable=g-import-not-at-top
+
+
+def main(argv):
+  workdir, cache = argv[1], argv[2]
+  kill, overrides, variant = None, [], "tiny"
+  for a in argv[3:]:
+    if a.startswith("--kill="):
+      phase, n = a[len("--kill="):].split(":")
+      kill = (phase, int(n))
+    elif a.startswith("--umask="):
+      os.umask(int(a[len("--umask="):], 8))
+    elif a.startswith("--variant="):
+      variant = a[len("--variant="):]
+    else:
+      overrides.append(a.split("=", 1))
+  c = load_config(variant)
+  c.data.cache_dir = cache
+  for key, value in overrides:
+    node = c
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = ast.literal_eval(value)
+  if kill is not None:
+    seen = {"n": 0}
+
+    def hook(arch, splits, test_idx, tag):
+      del arch, splits, test_idx
+      if (tag or {}).get("phase") == kill[0]:
+        if seen["n"] == kill[1]:
+          os.kill(os.getpid(), signal.SIGKILL)
+        seen["n"] += 1
+
+    train.TRAIN_HOOKS.append(hook)
+  pipeline.run(c, workdir, command="tests/pipeline_worker.py")
+  print("finished", flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv)

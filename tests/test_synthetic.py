@@ -1,4 +1,4 @@
-"""Tests for nasrl_jax.data.synthetic: cohort, determinism, physics signs, fan, cache, labels."""
+"""Tests for the nasrl_jax.data.synthetic package: cohort, determinism, physics, fan, cache, labels."""
 
 import dataclasses
 import glob
@@ -135,7 +135,8 @@ def test_cache_hit_is_identical_and_does_not_resimulate(tmp_path, monkeypatch):
   def boom(*args, **kwargs):
     raise AssertionError("simulate called on a cache hit")
 
-  monkeypatch.setattr(synthetic, "simulate", boom)
+  # The cache module renders through render.simulate (synthetic.simulate is the same function).
+  monkeypatch.setattr(synthetic.render, "simulate", boom)
   second = synthetic.load(cfg)
   for field in ("images", "label", "cap", "true_cap", "subject_id", "device"):
     np.testing.assert_array_equal(getattr(first, field), getattr(second, field))

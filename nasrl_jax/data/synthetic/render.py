@@ -1,0 +1,361 @@
+"""From parameters to screens: anatomy on the beam grid, display, scan conversion, overlays.
+
+This module owns what the scanner's screen shows and where: the tissue maps on the polar beam
+grid (abdominal wall, liver capsule, parenchyma from the subject's true CAP, vessels, diaphragm,
+rib and its shadow), the dB -> grey mapping (dynamic range, gamma), the curvilinear scan
+conversion and fan geometry (`fan_mask`), smoothing, the machine's RGB tint and burned-in text,
+the JPEG round trip, and `simulate`, which runs cohort -> anatomy -> physics -> display for the
+whole cohort in chunks (threads), deterministically from the seed.
+"""
+
+import concurrent.futures
+import io
+import os
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFont
+from scipy import ndimage
+
+from nasrl_jax.data.synthetic import cohort as cohort_lib
+from nasrl_jax.data.synthetic import physics as physics_lib
+from nasrl_jax.data.synthetic import spec
+from nasrl_jax.data.synthetic.spec import DEVICE_NAMES, PROFILES, MachineProfile, Physics
+from nasrl_jax.errors import UserInputError
+
+# What `simulate` returns; a cache file lacking one of these is rebuilt.
+OUTPUT_KEYS = frozenset({"images", "cap", "true_cap", "subject_id", "device", "depth_cm"})
+
+
+# ------------------------------------------------------------------------------ geometry
+
+
+def grid_shape(render_size: int, physics: Physics) -> Tuple[int, int]:
+  """(depth samples, beam lines) of the polar grid for one render size."""
+  return (max(16, int(round(physics.grid_axial * render_size))),
+          max(16, int(round(physics.grid_lines * render_size))))
+
+
+def fan_layout(profile: MachineProfile, depth_mm: float, render_size: int):
+  """Pixels per mm and the apex position (pixels) that fit the fan into the square render."""
+  r0, half = profile.probe_radius_mm, np.deg2rad(profile.fan_deg) / 2
+  top, side, bottom = profile.margins
+  width_mm = 2 * (r0 + depth_mm) * np.sin(half)
+  height_mm = r0 + depth_mm - r0 * np.cos(half)
+  scale = min((1 - 2 * side) * render_size / width_mm,
+              (1 - top - bottom) * render_size / height_mm)
+  apex_x = render_size / 2
+  apex_y = top * render_size - scale * r0 * np.cos(half)
+  return scale, apex_x, apex_y
+
+
+def _pixel_polar(profile: MachineProfile, depth_mm: float, render_size: int):
+  """Radius (mm) and angle (rad) of every render pixel centre, and the fan mask."""
+  scale, ax, ay = fan_layout(profile, depth_mm, render_size)
+  idx = np.arange(render_size) + 0.5
+  x_mm = (idx[None, :] - ax) / scale
+  y_mm = (idx[:, None] - ay) / scale
+  r = np.hypot(x_mm, y_mm)
+  theta = np.arctan2(x_mm, y_mm)
+  r0, half = profile.probe_radius_mm, np.deg2rad(profile.fan_deg) / 2
+  mask = (r >= r0) & (r <= r0 + depth_mm) & (np.abs(theta) <= half)
+  return r, theta, mask
+
+
+def fan_mask(device: str, depth_cm: float, render_size: int) -> np.ndarray:
+  """The sector (fan) of one simulated image: True inside, where the scan has echoes.
+
+  Args:
+    device: profile name (one of DEVICE_NAMES).
+    depth_cm: the image's depth setting (`simulate(...)["depth_cm"]`).
+    render_size: side of the render.
+
+  Returns:
+    bool[render_size, render_size].
+
+  Raises:
+    UserInputError: an unknown device name.
+  """
+  if device not in DEVICE_NAMES:
+    raise UserInputError(f"device {device!r}: must be one of {', '.join(DEVICE_NAMES)}")
+  return _pixel_polar(PROFILES[DEVICE_NAMES.index(device)], 10.0 * float(depth_cm),
+                      int(render_size))[2]
+
+
+def _scan_geometry(profile: MachineProfile, depth_mm: float, render_size: int,
+                   grid: Tuple[int, int]):
+  """map_coordinates indices into the (depth sample, beam line) grid for every render pixel."""
+  nz, nx = grid
+  r, theta, mask = _pixel_polar(profile, depth_mm, render_size)
+  half = np.deg2rad(profile.fan_deg) / 2
+  k = (r - profile.probe_radius_mm) / (depth_mm / nz) - 0.5
+  l = (theta + half) / (2 * half / nx) - 0.5
+  coords = np.stack([k[mask], l[mask]]).astype(np.float32)  # Only pixels inside the fan.
+  return coords, mask
+
+
+# ------------------------------------------------------------------------------ anatomy
+
+
+def _anatomy(p, sl, z, theta, r0, physics: Physics, cohort):
+  """Backscatter gain (dB), attenuation (dB/cm/MHz) and scatterers/cell maps on the beam grid.
+
+  Args:
+    p: per-image parameters; sl: the chunk's slice.
+    z: depth along the beam, mm, [B, nz, 1]; theta: beam angle, rad, [B, 1, nx];
+    r0: probe radius, mm, [B, 1, 1].
+    physics: constants.
+    cohort: `cohort.sample_cohort`'s dict.
+
+  Returns:
+    dict of gain_db, alpha, cells float32[B, nz, nx] and parenchyma bool[B, nz, nx] (liver tissue
+    outside vessels and rib shadows: what an operator judges brightness by).
+  """
+  ph = physics
+  col = lambda a: np.asarray(a[sl], np.float32)[:, None, None]  # noqa: E731
+  shape = np.broadcast_shapes(z.shape, theta.shape)
+  r = r0 + z
+  x = r * np.sin(theta)
+  y = r * np.cos(theta) - r0  # Vertical depth below the centre of the probe face.
+  gbs = col(cohort["backscatter_db"])
+  gain = np.broadcast_to(gbs, shape).astype(np.float32)
+  alpha = np.broadcast_to(col(cohort["alpha0"]), shape).astype(np.float32)
+  cells = np.broadcast_to(col(cohort["cells"]), shape).astype(np.float32)
+
+  # Abdominal wall: skin, subcutaneous fat, fascia, muscle, then the liver capsule. Layers follow
+  # the probe face with a gentle undulation.
+  wall = col(p["wall_mm"]) * (1 + 0.06 * np.sin(3.0 * theta / 0.6 + col(p["wall_phase"])))
+  fat_end = col(p["fat_frac"]) * wall
+  skin_db, fat_db, fascia_db, muscle_db = ph.wall_db
+  layer = np.where(z < 1.5, skin_db,
+                   np.where(z < fat_end, fat_db,
+                            np.where(z < fat_end + 1.0, fascia_db, muscle_db)))
+  in_wall = z < wall
+  gain = np.where(in_wall, layer, gain)
+  alpha = np.where(in_wall, ph.alpha_wall, alpha)
+  cells = np.where(in_wall, ph.cells_wall, cells)
+  capsule = (z >= wall) & (z < wall + 1.0)
+  gain = np.where(capsule, ph.capsule_db, gain)
+
+  # Diaphragm: a bright curved dome; lung / mirror image below it.
+  dx = x - col(p["diaphragm_x"])
+  dist = y - (col(p["diaphragm_mm"]) + col(p["diaphragm_curv"]) * dx * dx
+              + col(p["diaphragm_tilt"]) * dx)
+  half_th = ph.diaphragm_thickness_mm / 2
+  gain = np.where(dist > half_th, gbs + ph.below_diaphragm_db, gain)
+  band = np.abs(dist) <= half_th
+  gain = np.where(band, ph.diaphragm_db, gain)
+  liver = (z >= wall + 1.0) & (dist < -half_th)
+
+  # Vessels: anechoic lumen (low attenuation: posterior enhancement); portal veins have walls of
+  # fixed brightness (+10 dB re normal parenchyma), specular (brightest facing the beam), so their
+  # contrast falls as fatty parenchyma brightens. Each vessel is drawn in its bounding window only.
+  specular = band | capsule
+  parenchyma = liver.copy()
+  gain = np.ascontiguousarray(gain, np.float32)
+  alpha = np.ascontiguousarray(alpha, np.float32)
+  for j, i in enumerate(range(sl.start, sl.stop)):
+    zj, tj, rj = z[j, :, 0], theta[j, 0, :], float(r0[j, 0, 0])
+    for v in range(p["v_on"].shape[1]):
+      if not p["v_on"][i, v]:
+        continue
+      a = p["v_radius"][i, v]
+      b = a * p["v_ratio"][i, v]
+      extent = b + ph.vessel_wall_mm + 1.0
+      vd, vt = p["v_depth"][i, v], p["v_theta"][i, v]
+      rows = slice(np.searchsorted(zj, vd - extent), np.searchsorted(zj, vd + extent))
+      half = extent / max(rj + vd - extent, 1.0)
+      cols = slice(np.searchsorted(tj, vt - half), np.searchsorted(tj, vt + half))
+      xw, yw, tw = x[j, rows, cols], y[j, rows, cols], theta[j, :, cols]
+      cx, cy = (rj + vd) * np.sin(vt), (rj + vd) * np.cos(vt) - rj
+      ca, sa = np.cos(p["v_angle"][i, v]), np.sin(p["v_angle"][i, v])
+      u = (xw - cx) * ca + (yw - cy) * sa
+      w = -(xw - cx) * sa + (yw - cy) * ca
+      q = np.sqrt((u / a) ** 2 + (w / b) ** 2)
+      inside = liver[j, rows, cols]
+      lumen = inside & (q < 1.0)
+      ring = inside & (q >= 1.0) & (q < 1.0 + ph.vessel_wall_mm / a) & bool(p["v_portal"][i, v])
+      # Cosine between the wall normal (gradient of q) and the beam direction (sin t, cos t).
+      nu, nw = u / (a * a), w / (b * b)
+      gx, gy = nu * ca - nw * sa, nu * sa + nw * ca
+      cos_psi = np.abs(gx * np.sin(tw) + gy * np.cos(tw)) / (np.hypot(gx, gy) + 1e-6)
+      wall_db = ph.vessel_wall_db + 20 * np.log10(0.3 + 0.7 * cos_psi)
+      gw = gain[j, rows, cols]
+      gain[j, rows, cols] = np.where(lumen, ph.lumen_db, np.where(ring, wall_db, gw))
+      alpha[j, rows, cols] = np.where(lumen, ph.alpha_blood, alpha[j, rows, cols])
+      specular[j, rows, cols] |= ring
+      parenchyma[j, rows, cols] &= ~(lumen | ring)
+    # Rib: a bright arc in the wall and an acoustic shadow behind it, within its angular band.
+    if p["rib"][i]:
+      depth = p["rib_depth"][i]
+      half = p["rib_width"][i] / 2 / (rj + depth)
+      cols = slice(np.searchsorted(tj, p["rib_theta"][i] - half),
+                   np.searchsorted(tj, p["rib_theta"][i] + half))
+      top, bottom = np.searchsorted(zj, depth), np.searchsorted(zj, depth + 2.5)
+      gain[j, bottom:, cols] -= p["rib_db"][i]
+      parenchyma[j, bottom:, cols] = False
+      gain[j, top:bottom, cols] = ph.rib_db
+      specular[j, top:bottom, cols] = True
+  cells = np.where(specular, ph.cells_specular, cells)
+  return dict(gain_db=gain.astype(np.float32), alpha=alpha.astype(np.float32),
+              cells=cells.astype(np.float32), parenchyma=parenchyma)
+
+
+# ------------------------------------------------------------------------------ display
+
+
+def _font(size: int):
+  try:
+    return ImageFont.load_default(size=size)
+  except (ImportError, OSError, TypeError):  # Pillow without FreeType: the fixed bitmap font.
+    return ImageFont.load_default()
+
+
+def _overlay_alpha(prof: MachineProfile, p, i, render_size, font) -> np.ndarray:
+  """Burned-in annotations (machine-specific layout) as an alpha mask in [0, 1], [R, R]."""
+  canvas = Image.new("L", (render_size, render_size), 0)
+  draw = ImageDraw.Draw(canvas)
+  depth_cm = int(round(p["depth_mm"][i] / 10))
+  lines_left = [prof.name.replace("_", " "), f"{p['f0'][i]:.1f}MHz"]
+  lines_right = [f"D{depth_cm}cm", f"G{int(round(50 + p['gain_db'][i]))}",
+                 f"DR{int(round(p['dynamic_range'][i]))}"]
+  step = max(6, render_size // 22) + 1
+  for k, s in enumerate(lines_left):
+    draw.text((2, 1 + k * step), s, fill=255, font=font)
+  for k, s in enumerate(lines_right):
+    w = draw.textlength(s, font=font)
+    draw.text((render_size - 2 - w, 1 + k * step), s, fill=255, font=font)
+  # Depth ticks every centimetre along the right fan edge and the focus marker on the left.
+  scale, ax, ay = fan_layout(prof, p["depth_mm"][i], render_size)
+  half = np.deg2rad(prof.fan_deg) / 2
+  r0 = prof.probe_radius_mm
+  dot = max(1, render_size // 112)
+  for cm in range(1, depth_cm + 1):
+    rr = r0 + 10 * cm
+    px, py = ax + scale * rr * np.sin(half) + 2 * dot, ay + scale * rr * np.cos(half)
+    size = 2 * dot if cm % 5 == 0 else dot
+    draw.rectangle([px, py - size / 2, px + size, py + size / 2], fill=255)
+  rf = r0 + p["focus_mm"][i]
+  fx, fy = ax - scale * rf * np.sin(half) - 3 * dot, ay + scale * rf * np.cos(half)
+  draw.polygon([(fx, fy), (fx - 3 * dot, fy - 2 * dot), (fx - 3 * dot, fy + 2 * dot)], fill=255)
+  return np.asarray(canvas, np.float32) / 255.0
+
+
+def _jpeg_round_trip(rgb8: np.ndarray, quality: int) -> np.ndarray:
+  buf = io.BytesIO()
+  Image.fromarray(rgb8, mode="RGB").save(buf, format="JPEG", quality=quality)
+  buf.seek(0)
+  with Image.open(buf) as im:
+    return np.asarray(im.convert("RGB"), np.uint8)
+
+
+def _render_chunk(p, cohort, sl, render_size, grid, geometry, seed, physics: Physics):
+  """Renders images sl.start..sl.stop-1 to uint8 RGB [B, R, R, 3]."""
+  ph = physics
+  nz, nx = grid
+  idx = np.arange(sl.start, sl.stop)
+  col = lambda a: np.asarray(a[sl], np.float64)  # noqa: E731
+  dev = cohort["device"][sl]
+  r0 = np.array([PROFILES[d].probe_radius_mm for d in dev])
+  fan = np.deg2rad([PROFILES[d].fan_deg for d in dev])
+  depth = col(p["depth_mm"])
+  dz = depth / nz
+  dtheta = fan / nx
+  z = ((np.arange(nz) + 0.5)[None, :] * dz[:, None])  # [B, nz]
+  theta = ((np.arange(nx) + 0.5)[None, :] / nx - 0.5) * fan[:, None]  # [B, nx]
+  beam = physics_lib.Beam(z=z, theta=theta, r0=r0, dz=dz, dtheta=dtheta, depth=depth)
+
+  tissue = _anatomy(p, sl, z[:, :, None].astype(np.float32),
+                    theta[:, None, :].astype(np.float32), r0[:, None, None].astype(np.float32),
+                    ph, cohort)
+  acq = {k: col(p[k]) for k in ("f0", "bandwidth", "f_number", "focus_mm", "noise_db",
+                                "tgc_alpha", "gain_db", "recentre")}
+  acq["tgc_knots"] = p["tgc_knots"][sl]
+  cell_values = [(cohort["cells"][i], ph.cells_wall, ph.cells_specular) for i in idx]
+  level = physics_lib.echo_level(beam, tissue, acq, cell_values, seed, idx, ph)
+
+  dr = col(p["dynamic_range"]).astype(np.float32)[:, None, None]
+  ref = ph.display_ref_frac * dr
+  disp = np.clip((level - ref + dr) / dr, 0.0, 1.0) ** col(p["gamma"]).astype(
+      np.float32)[:, None, None]
+
+  out = np.empty((idx.size, render_size, render_size, 3), np.uint8)
+  font = _font(max(6, render_size // 22))
+  for j, i in enumerate(idx):
+    prof = PROFILES[dev[j]]
+    coords, mask = geometry[(int(dev[j]), int(depth[j]))]
+    img = np.zeros(mask.shape, np.float32)
+    img[mask] = ndimage.map_coordinates(disp[j], coords, order=1, mode="nearest",
+                                        output=np.float32)
+    sigma = p["smoothing"][i] * render_size / 224.0
+    if sigma > 0.05:
+      img = ndimage.gaussian_filter(img, sigma, mode="nearest")
+    img = np.clip(img * mask, 0.0, 1.0)
+    if p["overlay"][i]:
+      rgb = np.stack([img ** g for g in prof.tint_gamma], axis=-1)
+      text = _overlay_alpha(prof, p, i, render_size, font)
+      rgb = rgb * (1 - text[..., None]) + text[..., None] * (np.array(prof.text_rgb) / 255.0)
+    else:
+      rgb = np.repeat(img[..., None], 3, axis=-1)
+    rgb8 = np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
+    if p["jpeg"][i]:
+      rgb8 = _jpeg_round_trip(rgb8, int(p["jpeg_q"][i]))
+    out[j] = rgb8
+  return out
+
+
+# ------------------------------------------------------------------------------ public API
+
+
+def simulate(synth_cfg, image_size_render: Optional[int] = None,
+             physics: Physics = spec.PHYSICS,
+             num_threads: Optional[int] = None) -> Dict[str, np.ndarray]:
+  """Simulates the cohort's B-mode images (RGB renders, before any preprocessing).
+
+  Args:
+    synth_cfg: `config.data.synthetic` (num_subjects, num_images, num_s0, render_size,
+      rib_shadow_prob, overlay_prob, cap_noise_sd, seed).
+    image_size_render: render side; defaults to synth_cfg.render_size.
+    physics: simulator constants (defaults: ULTRASOUND_PHYSICS.md).
+    num_threads: chunks rendered at once (default: CPU cores, at most 4). Memory is about
+      num_threads x chunk x 2 MB at render 224.
+
+  Returns:
+    dict of numpy arrays: images uint8[N, R, R, 3]; cap float32[N] (measured, dB/m);
+    true_cap float32[N]; subject_id str[N] ("sim-0001"...); device str[N] (profile name);
+    depth_cm float32[N] (depth setting, for `fan_mask`).
+
+  Raises:
+    UserInputError: a bad cohort or render field, before any rendering.
+  """
+  render_size = int(synth_cfg.render_size if image_size_render is None else image_size_render)
+  spec.validate(synth_cfg, render_size)
+  cohort = cohort_lib.sample_cohort(synth_cfg, physics)
+  params = cohort_lib.sample_image_params(synth_cfg, cohort, physics)
+  grid = grid_shape(render_size, physics)
+  geometry = {}
+  for d, depth in sorted(set(zip(cohort["device"].tolist(), params["depth_mm"].tolist()))):
+    geometry[(int(d), int(depth))] = _scan_geometry(PROFILES[d], depth, render_size, grid)
+  n = cohort["cap"].shape[0]
+  images = np.empty((n, render_size, render_size, 3), np.uint8)
+
+  def render(start):
+    sl = slice(start, min(n, start + physics.chunk))
+    images[sl] = _render_chunk(params, cohort, sl, render_size, grid, geometry,
+                               synth_cfg.seed, physics)
+
+  # Chunks render in threads (numpy, scipy.fft and ndimage release the GIL); every image has its
+  # own RNG stream, so the pixels do not depend on the thread count or the chunking.
+  threads = max(1, min(num_threads or os.cpu_count() or 1, 4))
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    list(pool.map(render, range(0, n, physics.chunk)))
+  return {
+      "images": images,
+      "cap": cohort["cap"].astype(np.float32),
+      "true_cap": cohort["true_cap"].astype(np.float32),
+      "subject_id": cohort["subject_id"].astype(str),
+      "device": np.array([DEVICE_NAMES[d] for d in cohort["device"]]),
+      "depth_cm": (params["depth_mm"] / 10.0).astype(np.float32),
+  }

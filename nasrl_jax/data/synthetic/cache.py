@@ -27,7 +27,7 @@ from nasrl_jax.data.synthetic.spec import PROFILES, Physics
 
 # The config fields that change the renders (render_size is handled on its own).
 _CONFIG_FIELDS = ("num_subjects", "num_images", "num_s0", "rib_shadow_prob", "overlay_prob",
-                  "cap_noise_sd", "seed")
+                  "kidney_prob", "cap_noise_sd", "seed")
 
 
 def cache_key(synth_cfg, render_size: Optional[int] = None,

@@ -2,7 +2,7 @@
 
 This module owns what the scanner's screen shows and where: the tissue maps on the polar beam
 grid (abdominal wall, liver capsule, parenchyma from the subject's true CAP, vessels, diaphragm,
-rib and its shadow), the dB -> grey mapping (dynamic range, gamma), the curvilinear scan
+the right kidney with fixed echoes, rib and its shadow), the hepatorenal-index ROIs, the dB -> grey mapping (dynamic range, gamma), the curvilinear scan
 conversion and fan geometry (`fan_mask`), smoothing, the machine's RGB tint and burned-in text,
 the JPEG round trip, and `simulate`, which runs cohort -> anatomy -> physics -> display for the
 whole cohort in chunks (threads), deterministically from the seed.
@@ -26,7 +26,8 @@ from nasrl_jax.data.synthetic.spec import DEVICE_NAMES, PROFILES, MachineProfile
 from nasrl_jax.errors import UserInputError
 
 # What `simulate` returns; a cache file lacking one of these is rebuilt.
-OUTPUT_KEYS = frozenset({"images", "cap", "true_cap", "subject_id", "device", "depth_cm"})
+OUTPUT_KEYS = frozenset({"images", "cap", "true_cap", "subject_id", "device", "depth_cm",
+                         "kidney", "liver_roi", "kidney_roi"})
 
 
 # ------------------------------------------------------------------------------ geometry
@@ -110,8 +111,9 @@ def _anatomy(p, sl, z, theta, r0, physics: Physics, cohort):
     cohort: `cohort.sample_cohort`'s dict.
 
   Returns:
-    dict of gain_db, alpha, cells float32[B, nz, nx] and parenchyma bool[B, nz, nx] (liver tissue
-    outside vessels and rib shadows: what an operator judges brightness by).
+    dict of gain_db, alpha, cells float32[B, nz, nx]; parenchyma bool[B, nz, nx] (liver tissue
+    outside vessels, kidney and rib shadows: what an operator judges brightness by); cortex
+    bool[B, nz, nx] (renal cortex outside rib shadows: where the HRI's kidney box may go).
   """
   ph = physics
   col = lambda a: np.asarray(a[sl], np.float32)[:, None, None]  # noqa: E731
@@ -126,17 +128,18 @@ def _anatomy(p, sl, z, theta, r0, physics: Physics, cohort):
 
   # Abdominal wall: skin, subcutaneous fat, fascia, muscle, then the liver capsule. Layers follow
   # the probe face with a gentle undulation.
-  wall = col(p["wall_mm"]) * (1 + 0.06 * np.sin(3.0 * theta / 0.6 + col(p["wall_phase"])))
+  wave, freq = ph.wall_wave
+  wall = col(p["wall_mm"]) * (1 + wave * np.sin(freq * theta + col(p["wall_phase"])))
   fat_end = col(p["fat_frac"]) * wall
   skin_db, fat_db, fascia_db, muscle_db = ph.wall_db
-  layer = np.where(z < 1.5, skin_db,
+  layer = np.where(z < ph.skin_mm, skin_db,
                    np.where(z < fat_end, fat_db,
-                            np.where(z < fat_end + 1.0, fascia_db, muscle_db)))
+                            np.where(z < fat_end + ph.fascia_mm, fascia_db, muscle_db)))
   in_wall = z < wall
   gain = np.where(in_wall, layer, gain)
   alpha = np.where(in_wall, ph.alpha_wall, alpha)
   cells = np.where(in_wall, ph.cells_wall, cells)
-  capsule = (z >= wall) & (z < wall + 1.0)
+  capsule = (z >= wall) & (z < wall + ph.capsule_mm)
   gain = np.where(capsule, ph.capsule_db, gain)
 
   # Diaphragm: a bright curved dome; lung / mirror image below it.
@@ -147,15 +150,23 @@ def _anatomy(p, sl, z, theta, r0, physics: Physics, cohort):
   gain = np.where(dist > half_th, gbs + ph.below_diaphragm_db, gain)
   band = np.abs(dist) <= half_th
   gain = np.where(band, ph.diaphragm_db, gain)
-  liver = (z >= wall + 1.0) & (dist < -half_th)
+  below_wall = z >= wall + ph.capsule_mm
+  liver = below_wall & (dist < -half_th)
+
+  specular = band | capsule
+  gain = np.ascontiguousarray(gain, np.float32)
+  alpha = np.ascontiguousarray(alpha, np.float32)
+  cells = np.ascontiguousarray(cells, np.float32)
+  cortex = np.zeros(shape, bool)
+  for j, i in enumerate(range(sl.start, sl.stop)):
+    if p["kidney"][i]:
+      _draw_kidney(p, i, x[j], y[j], float(r0[j, 0, 0]), below_wall[j], ph, gain[j], alpha[j],
+                   cells[j], specular[j], liver[j], cortex[j])
 
   # Vessels: anechoic lumen (low attenuation: posterior enhancement); portal veins have walls of
   # fixed brightness (+10 dB re normal parenchyma), specular (brightest facing the beam), so their
   # contrast falls as fatty parenchyma brightens. Each vessel is drawn in its bounding window only.
-  specular = band | capsule
   parenchyma = liver.copy()
-  gain = np.ascontiguousarray(gain, np.float32)
-  alpha = np.ascontiguousarray(alpha, np.float32)
   for j, i in enumerate(range(sl.start, sl.stop)):
     zj, tj, rj = z[j, :, 0], theta[j, 0, :], float(r0[j, 0, 0])
     for v in range(p["v_on"].shape[1]):
@@ -163,7 +174,7 @@ def _anatomy(p, sl, z, theta, r0, physics: Physics, cohort):
         continue
       a = p["v_radius"][i, v]
       b = a * p["v_ratio"][i, v]
-      extent = b + ph.vessel_wall_mm + 1.0
+      extent = b + ph.vessel_wall_mm + 1.0  # Drawing window: the vessel, its wall, 1 mm spare.
       vd, vt = p["v_depth"][i, v], p["v_theta"][i, v]
       rows = slice(np.searchsorted(zj, vd - extent), np.searchsorted(zj, vd + extent))
       half = extent / max(rj + vd - extent, 1.0)
@@ -181,7 +192,8 @@ def _anatomy(p, sl, z, theta, r0, physics: Physics, cohort):
       nu, nw = u / (a * a), w / (b * b)
       gx, gy = nu * ca - nw * sa, nu * sa + nw * ca
       cos_psi = np.abs(gx * np.sin(tw) + gy * np.cos(tw)) / (np.hypot(gx, gy) + 1e-6)
-      wall_db = ph.vessel_wall_db + 20 * np.log10(0.3 + 0.7 * cos_psi)
+      floor = ph.vessel_wall_edge_on
+      wall_db = ph.vessel_wall_db + 20 * np.log10(floor + (1 - floor) * cos_psi)
       gw = gain[j, rows, cols]
       gain[j, rows, cols] = np.where(lumen, ph.lumen_db, np.where(ring, wall_db, gw))
       alpha[j, rows, cols] = np.where(lumen, ph.alpha_blood, alpha[j, rows, cols])
@@ -193,14 +205,78 @@ def _anatomy(p, sl, z, theta, r0, physics: Physics, cohort):
       half = p["rib_width"][i] / 2 / (rj + depth)
       cols = slice(np.searchsorted(tj, p["rib_theta"][i] - half),
                    np.searchsorted(tj, p["rib_theta"][i] + half))
-      top, bottom = np.searchsorted(zj, depth), np.searchsorted(zj, depth + 2.5)
+      top, bottom = np.searchsorted(zj, depth), np.searchsorted(zj, depth + ph.rib_mm)
       gain[j, bottom:, cols] -= p["rib_db"][i]
       parenchyma[j, bottom:, cols] = False
+      cortex[j, bottom:, cols] = False
       gain[j, top:bottom, cols] = ph.rib_db
       specular[j, top:bottom, cols] = True
   cells = np.where(specular, ph.cells_specular, cells)
-  return dict(gain_db=gain.astype(np.float32), alpha=alpha.astype(np.float32),
-              cells=cells.astype(np.float32), parenchyma=parenchyma)
+  return dict(gain_db=gain, alpha=alpha, cells=cells.astype(np.float32),
+              parenchyma=parenchyma, cortex=cortex)
+
+
+def _draw_kidney(p, i, x, y, r0, below_wall, physics: Physics, gain, alpha, cells, specular,
+                 liver, cortex):
+  """Draws image i's right kidney into its tissue maps (all [nz, nx], modified in place).
+
+  An ellipse seen in long axis: a bright capsule / perirenal-fat rim, the renal cortex (fixed
+  echoes, the hepatorenal reference), hypoechoic medullary pyramids between cortical columns,
+  the echogenic sinus; behind it a crescent of posterior muscle. The kidney and what
+  lies behind it are no longer liver, so no vessel is drawn there and the operator's re-centring
+  does not judge by them.
+
+  Args:
+    p: per-image parameters; i: the image.
+    x, y: lateral and vertical position of every grid sample, mm, [nz, nx].
+    r0: probe radius, mm.
+    below_wall: samples below the abdominal wall and liver capsule.
+    physics: constants.
+    gain, alpha, cells, specular, liver, cortex: the image's maps (cortex: renal cortex out).
+  """
+  ph = physics
+  a, b, tilt = p["k_long_mm"][i], p["k_short_mm"][i], p["k_tilt"][i]
+  d, t = p["k_depth_mm"][i], p["k_theta"][i]
+  cx, cy = (r0 + d) * np.sin(t), (r0 + d) * np.cos(t) - r0
+  # Only the rows from the kidney's top down (its crescent of muscle lies below it).
+  first = int(np.searchsorted(y.min(axis=1), cy - np.hypot(a, b) - ph.kidney_capsule_mm))
+  rows = slice(first, y.shape[0])
+  xw, yw = x[rows] - cx, y[rows] - cy
+  ct, st = np.cos(tilt), np.sin(tilt)
+  u = (xw * ct + yw * st) / a
+  w = (-xw * st + yw * ct) / b
+  q = np.sqrt(u * u + w * w)
+  rim = 1.0 + ph.kidney_capsule_mm / b
+  outline = (q < rim) & below_wall[rows]
+  inner_cortex = 1.0 - p["k_cortex_mm"][i] / b
+  sinus = outline & (q < ph.kidney_sinus_frac)
+  capsule = outline & (q >= 1.0)
+  # Pyramids: wedges with their bases on the cortex and their tips on the sinus.
+  frac = (q - ph.kidney_sinus_frac) / (inner_cortex - ph.kidney_sinus_frac)
+  lobe = np.cos(p["k_pyramids"][i] * np.arctan2(w, u) + p["k_phase"][i])
+  pyramid = (outline & (q >= ph.kidney_sinus_frac) & (q < inner_cortex)
+             & (lobe > 1.0 - 2.0 * ph.kidney_pyramid_fill * frac))
+  renal = outline & ~(capsule | sinus | pyramid)  # Cortex and the cortical columns.
+  # Posterior muscles: a crescent under the kidney (an ellipse through its poles, reaching
+  # `muscle` mm deeper), thickest behind its middle and thinning to nothing at the poles.
+  muscle = p["k_muscle_mm"][i]
+  w_shift = (w * b - muscle / 2) / (b + muscle / 2)
+  behind = (u * u + w_shift * w_shift < rim * rim) & ~outline & below_wall[rows]
+
+  g, al, ce, sp = gain[rows], alpha[rows], cells[rows], specular[rows]
+  g[renal] = p["k_db"][i]
+  g[pyramid] = ph.kidney_medulla_db
+  g[sinus] = ph.kidney_sinus_db
+  g[capsule] = ph.kidney_capsule_db
+  g[behind] = ph.behind_kidney_db
+  al[outline] = ph.kidney_alpha
+  al[behind] = ph.alpha_wall
+  ce[renal | pyramid] = ph.cells_kidney
+  ce[behind] = ph.cells_wall
+  sp[outline | behind] = False  # The kidney hides the diaphragm behind it.
+  sp[capsule | sinus] = True
+  liver[rows] &= ~(outline | behind)
+  cortex[rows] = renal & (q >= inner_cortex)
 
 
 # ------------------------------------------------------------------------------ display
@@ -251,8 +327,64 @@ def _jpeg_round_trip(rgb8: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(im.convert("RGB"), np.uint8)
 
 
+def _on_screen(grid_mask, coords, mask) -> np.ndarray:
+  """A beam-grid mask scan-converted (nearest sample) to render pixels, bool[R, R]."""
+  nz, nx = grid_mask.shape
+  k = np.clip(np.rint(coords[0]).astype(np.int64), 0, nz - 1)
+  l = np.clip(np.rint(coords[1]).astype(np.int64), 0, nx - 1)
+  out = np.zeros(mask.shape, bool)
+  out[mask] = grid_mask[k, l]
+  # One pixel in from the edge: bilinear scan conversion and smoothing mix neighbours there.
+  return ndimage.binary_erosion(out)
+
+
+def _full_boxes(mask, h, w) -> np.ndarray:
+  """bool[R - h + 1, R - w + 1]: True where the h x w box with that top-left lies inside mask."""
+  s = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+  s[1:, 1:] = mask.cumsum(axis=0).cumsum(axis=1)
+  return (s[h:, w:] - s[:-h, w:] - s[h:, :-w] + s[:-h, :-w]) == h * w
+
+
+def _hri_rois(cortex, parenchyma, coords, mask, scale, physics: Physics) -> np.ndarray:
+  """The hepatorenal-index ROIs a sonographer would draw on the screen, int32[2, 4].
+
+  The kidney box is the shallowest box wholly in unshadowed renal cortex; the liver box lies in
+  the same pixel rows (the same depth, so attenuation above both is about equal), wholly in
+  liver parenchyma (no vessel, rib shadow or kidney), as close beside it as allowed.
+
+  Args:
+    cortex, parenchyma: beam-grid masks of the image, bool[nz, nx].
+    coords, mask: its scan geometry (`_scan_geometry`).
+    scale: render pixels per mm.
+    physics: constants (hri_roi_mm, hri_gap_mm).
+
+  Returns:
+    [[row, col, height, width] of the liver box, [...] of the kidney box] in render pixels;
+    all -1 where no such pair exists.
+  """
+  h, w = (max(2, int(round(v * scale))) for v in physics.hri_roi_mm)
+  gap_lo, gap_hi = (v * scale for v in physics.hri_gap_mm)
+  kidney_ok = _full_boxes(_on_screen(cortex, coords, mask), h, w)
+  liver_ok = _full_boxes(_on_screen(parenchyma, coords, mask), h, w)
+  for r in np.flatnonzero(kidney_ok.any(axis=1)):
+    kc, lc = np.flatnonzero(kidney_ok[r]), np.flatnonzero(liver_ok[r])
+    if lc.size == 0:
+      continue
+    dist = np.abs(kc[:, None] - lc[None, :])
+    gap = dist - w
+    dist = np.where((gap >= gap_lo) & (gap <= gap_hi), dist, np.iinfo(np.int64).max)
+    k, l = np.unravel_index(np.argmin(dist), dist.shape)
+    if dist[k, l] != np.iinfo(np.int64).max:
+      return np.array([[r, lc[l], h, w], [r, kc[k], h, w]], np.int32)
+  return np.full((2, 4), -1, np.int32)
+
+
 def _render_chunk(p, cohort, sl, render_size, grid, geometry, seed, physics: Physics):
-  """Renders images sl.start..sl.stop-1 to uint8 RGB [B, R, R, 3]."""
+  """Renders images sl.start..sl.stop-1.
+
+  Returns:
+    (uint8 RGB [B, R, R, 3], int32 [B, 2, 4] liver and kidney HRI boxes, -1 where none).
+  """
   ph = physics
   nz, nx = grid
   idx = np.arange(sl.start, sl.stop)
@@ -273,7 +405,8 @@ def _render_chunk(p, cohort, sl, render_size, grid, geometry, seed, physics: Phy
   acq = {k: col(p[k]) for k in ("f0", "bandwidth", "f_number", "focus_mm", "noise_db",
                                 "tgc_alpha", "gain_db", "recentre")}
   acq["tgc_knots"] = p["tgc_knots"][sl]
-  cell_values = [(cohort["cells"][i], ph.cells_wall, ph.cells_specular) for i in idx]
+  cell_values = [(cohort["cells"][i], ph.cells_wall, ph.cells_specular)
+                 + ((ph.cells_kidney,) if p["kidney"][i] else ()) for i in idx]
   level = physics_lib.echo_level(beam, tissue, acq, cell_values, seed, idx, ph)
 
   dr = col(p["dynamic_range"]).astype(np.float32)[:, None, None]
@@ -282,10 +415,14 @@ def _render_chunk(p, cohort, sl, render_size, grid, geometry, seed, physics: Phy
       np.float32)[:, None, None]
 
   out = np.empty((idx.size, render_size, render_size, 3), np.uint8)
+  rois = np.full((idx.size, 2, 4), -1, np.int32)
   font = _font(max(6, render_size // 22))
   for j, i in enumerate(idx):
     prof = PROFILES[dev[j]]
     coords, mask = geometry[(int(dev[j]), int(depth[j]))]
+    if p["kidney"][i]:
+      scale = fan_layout(prof, depth[j], render_size)[0]
+      rois[j] = _hri_rois(tissue["cortex"][j], tissue["parenchyma"][j], coords, mask, scale, ph)
     img = np.zeros(mask.shape, np.float32)
     img[mask] = ndimage.map_coordinates(disp[j], coords, order=1, mode="nearest",
                                         output=np.float32)
@@ -303,7 +440,7 @@ def _render_chunk(p, cohort, sl, render_size, grid, geometry, seed, physics: Phy
     if p["jpeg"][i]:
       rgb8 = _jpeg_round_trip(rgb8, int(p["jpeg_q"][i]))
     out[j] = rgb8
-  return out
+  return out, rois
 
 
 # ------------------------------------------------------------------------------ public API
@@ -316,7 +453,7 @@ def simulate(synth_cfg, image_size_render: Optional[int] = None,
 
   Args:
     synth_cfg: `config.data.synthetic` (num_subjects, num_images, num_s0, render_size,
-      rib_shadow_prob, overlay_prob, cap_noise_sd, seed).
+      rib_shadow_prob, overlay_prob, kidney_prob, cap_noise_sd, seed).
     image_size_render: render side; defaults to synth_cfg.render_size.
     physics: simulator constants (defaults: ULTRASOUND_PHYSICS.md).
     num_threads: chunks rendered at once (default: CPU cores, at most 4). Memory is about
@@ -325,7 +462,9 @@ def simulate(synth_cfg, image_size_render: Optional[int] = None,
   Returns:
     dict of numpy arrays: images uint8[N, R, R, 3]; cap float32[N] (measured, dB/m);
     true_cap float32[N]; subject_id str[N] ("sim-0001"...); device str[N] (profile name);
-    depth_cm float32[N] (depth setting, for `fan_mask`).
+    depth_cm float32[N] (depth setting, for `fan_mask`); kidney bool[N] (the right kidney is
+    in view); liver_roi, kidney_roi int32[N, 4] (row, col, height, width in render pixels: the
+    hepatorenal-index boxes at the same depth, -1 where there is no kidney or no room for both).
 
   Raises:
     UserInputError: a bad cohort or render field, before any rendering.
@@ -340,11 +479,12 @@ def simulate(synth_cfg, image_size_render: Optional[int] = None,
     geometry[(int(d), int(depth))] = _scan_geometry(PROFILES[d], depth, render_size, grid)
   n = cohort["cap"].shape[0]
   images = np.empty((n, render_size, render_size, 3), np.uint8)
+  rois = np.empty((n, 2, 4), np.int32)
 
   def render(start):
     sl = slice(start, min(n, start + physics.chunk))
-    images[sl] = _render_chunk(params, cohort, sl, render_size, grid, geometry,
-                               synth_cfg.seed, physics)
+    images[sl], rois[sl] = _render_chunk(params, cohort, sl, render_size, grid, geometry,
+                                         synth_cfg.seed, physics)
 
   # Chunks render in threads (numpy, scipy.fft and ndimage release the GIL); every image has its
   # own RNG stream, so the pixels do not depend on the thread count or the chunking.
@@ -358,4 +498,7 @@ def simulate(synth_cfg, image_size_render: Optional[int] = None,
       "subject_id": cohort["subject_id"].astype(str),
       "device": np.array([DEVICE_NAMES[d] for d in cohort["device"]]),
       "depth_cm": (params["depth_mm"] / 10.0).astype(np.float32),
+      "kidney": params["kidney"].astype(bool),
+      "liver_roi": rois[:, 0],
+      "kidney_roi": rois[:, 1],
   }

@@ -15,7 +15,7 @@ import numpy as np
 from nasrl_jax.errors import UserInputError
 
 # Bump whenever the rendered pixels change for the same config: it is part of the cache key.
-SIMULATOR_VERSION = "2"
+SIMULATOR_VERSION = "3"
 
 SPEED_OF_SOUND_MM_PER_US = 1.54  # c = 1540 m/s.
 S0_CUTOFF = 238.0  # dB/m: `num_s0` counts images with measured CAP below this (the paper).
@@ -26,6 +26,7 @@ class Stream(enum.IntEnum):
   COHORT = 0  # Subjects: class, CAP, tissue factors, device, wall (index 0).
   IMAGE = 1  # Per-image acquisition and anatomy layout (index = image).
   SPECKLE = 2  # Per-image scatterer amplitudes, counts and receiver noise (index = image).
+  KIDNEY = 3  # Per-image kidney presence and shape (index = image); never sees the CAP.
 
 
 def rng(seed: int, stream: Stream, index: int = 0) -> np.random.Generator:
@@ -85,10 +86,10 @@ class Physics:
   alpha_factor: Tuple[float, float] = (0.85, 1.0)
   # Backscatter gain (dB) = clip(0.08 (CAP - 220), -2, 11) + N(0, 2): (slope, centre, lo, hi, sd).
   backscatter: Tuple[float, float, float, float, float] = (0.08, 220.0, -2.0, 11.0, 2.0)
-  # Scatterers per resolution cell: U(5, 10) below 238 dB/m (true CAP), else
-  # clip(8 + 0.15 (CAP - 220), 8, 30) x lognormal(0, 0.2).
-  cells_s0: Tuple[float, float] = (5.0, 10.0)
-  cells_s1: Tuple[float, float, float, float, float] = (8.0, 0.15, 8.0, 30.0, 0.2)
+  # Scatterers per resolution cell = clip(7.5 + 0.15 (CAP - 220), 5, 30) x lognormal(0, 0.2):
+  # (base, slope, centre, lo, hi, sd). One smooth law for every subject: fat droplets add
+  # scatterers gradually, with no step at the label's cut-off.
+  cells: Tuple[float, float, float, float, float, float] = (7.5, 0.15, 220.0, 5.0, 30.0, 0.2)
   cells_specular: float = 30.0  # Capsule, fascia, vessel walls, diaphragm: dense.
   cells_wall: float = 12.0  # Subcutaneous fat and muscle.
   depth_cm: Tuple[int, int] = (14, 20)  # Depth setting, whole centimetres (scanner steps).
@@ -102,24 +103,70 @@ class Physics:
   recentre_mode: str = "tgc"  # mid (overall gain only) | tgc (per TGC knot); see recentre.
   noise_db: Tuple[float, float] = (-95.0, -78.0)  # Receiver noise re normal parenchyma echo.
   wall_mm: Tuple[float, float] = (12.0, 35.0)  # Abdominal wall thickness (per subject).
+  wall_jitter: Tuple[float, float] = (0.9, 1.1)  # Per image (probe pressure and angle).
   wall_fat_frac: Tuple[float, float] = (0.3, 0.6)  # Subcutaneous fat share of the wall.
   wall_db: Tuple[float, float, float, float] = (6.0, -10.0, 8.0, -4.0)  # skin, fat, fascia, muscle
+  skin_mm: float = 1.5
+  fascia_mm: float = 1.0
+  wall_wave: Tuple[float, float] = (0.06, 5.0)  # Undulation: relative amplitude, rad per rad of beam.
   capsule_db: float = 6.0
+  capsule_mm: float = 1.0  # Liver capsule (Glisson's), just below the wall.
   alpha_wall: float = 0.6  # dB/cm/MHz, fat and muscle.
   alpha_blood: float = 0.18
+  # Where vessels may lie: from this far below the wall to this far above the diaphragm or the
+  # bottom of the image (mm), at most this fraction of the half fan off the axis.
+  liver_inset_mm: Tuple[float, float] = (8.0, 12.0)
+  liver_min_mm: float = 5.0  # Depth range left for vessels when the diaphragm is shallow.
   vessels: Tuple[int, int] = (1, 4)
+  vessel_theta_frac: float = 0.8
   vessel_radius_mm: Tuple[float, float] = (2.0, 7.0)
+  vessel_along_prob: float = 0.2  # Cut along its length (a tube) rather than across.
+  vessel_ratio_along: Tuple[float, float] = (3.0, 6.0)  # Length / width of a tube.
+  vessel_ratio_across: Tuple[float, float] = (1.0, 2.0)  # Of a round / oval cross-section.
   vessel_wall_db: float = 10.0  # Portal-vein wall, fixed (not scaled with fat).
   vessel_wall_mm: float = 1.8
+  vessel_wall_edge_on: float = 0.3  # Wall echo amplitude seen edge-on, re facing the beam.
   portal_prob: float = 0.6  # Otherwise a hepatic vein: no bright wall.
   lumen_db: float = -40.0
   diaphragm_mm: Tuple[float, float] = (110.0, 150.0)
+  diaphragm_x_mm: float = 40.0  # Dome apex off the axis, U(-x, x).
+  diaphragm_radius_mm: Tuple[float, float] = (120.0, 250.0)  # Dome radius.
+  diaphragm_tilt: float = 0.3  # Slope of the dome, U(-t, t).
   diaphragm_db: float = 20.0
   diaphragm_thickness_mm: float = 3.0
   below_diaphragm_db: float = -8.0  # Lung / mirror image, relative to the parenchyma.
   rib_atten_db: Tuple[float, float] = (20.0, 40.0)
   rib_width_mm: Tuple[float, float] = (10.0, 20.0)
+  rib_theta_frac: float = 0.75  # Rib centre, at most this fraction of the half fan off the axis.
+  rib_depth_frac: Tuple[float, float] = (0.4, 0.8)  # Rib surface depth, fraction of the wall.
+  rib_mm: float = 2.5  # Bright rib surface thickness.
   rib_db: float = 15.0
+  # Right kidney beside the liver (hepatorenal view); in view on a fraction
+  # config.data.synthetic.kidney_prob of images, drawn from its own stream, never from the CAP.
+  # Its echoes are fixed (no fat), so the liver / kidney brightness ratio rises with fat.
+  kidney_long_mm: Tuple[float, float] = (45.0, 55.0)  # Semi-axes of the (elliptic) outline.
+  kidney_short_mm: Tuple[float, float] = (20.0, 27.0)
+  kidney_tilt_deg: float = 30.0  # Long axis off the horizontal, U(-t, t).
+  kidney_theta_frac: Tuple[float, float] = (0.3, 0.7)  # Centre off the axis, fraction of half fan.
+  kidney_top_frac: Tuple[float, float] = (0.35, 0.7)  # Top, between liver top and bottom.
+  kidney_cortex_mm: Tuple[float, float] = (7.0, 10.0)
+  kidney_cortex_db: float = -2.5  # Renal cortex re normal parenchyma (fixed: no fat).
+  kidney_cortex_sd_db: float = 1.0  # Per image (view angle, patient), independent of CAP.
+  kidney_medulla_db: float = -14.0  # Pyramids: hypoechoic.
+  kidney_pyramids: Tuple[int, int] = (6, 9)  # Around the sinus.
+  kidney_pyramid_fill: float = 0.8  # Width of their bases (1: neighbouring pyramids touch).
+  kidney_sinus_frac: float = 0.45  # Sinus outline, fraction of the outline (echogenic fat).
+  kidney_sinus_db: float = 6.0
+  kidney_capsule_db: float = 8.0  # Capsule and perirenal fat: a bright rim.
+  kidney_capsule_mm: float = 1.5
+  kidney_alpha: float = 0.75  # dB/cm/MHz (renal tissue), fixed.
+  behind_kidney_db: float = -6.0  # Posterior muscles (psoas, quadratus) behind the kidney.
+  behind_kidney_mm: Tuple[float, float] = (15.0, 30.0)  # Their thickness behind its middle.
+  cells_kidney: float = 15.0  # Renal parenchyma: fully developed speckle.
+  # Hepatorenal-index ROIs (returned by `simulate`): boxes of this size (mm, height x width), one
+  # in the renal cortex, one in the liver at the same rows, at least/at most this far apart.
+  hri_roi_mm: Tuple[float, float] = (5.0, 10.0)
+  hri_gap_mm: Tuple[float, float] = (3.0, 50.0)
   display_ref_frac: float = 0.6  # ref = this x DR above normal parenchyma: mid-grey liver.
   recentre_target_db: float = -2.5  # Mean of 20 log10 of Rayleigh speckle re its rms.
   lateral_growth_cap: float = 4.0  # Dynamic receive focusing bounds the far-field widening.
@@ -169,7 +216,7 @@ def validate(synth_cfg, render_size: Optional[int] = None) -> None:
   size = synth_cfg.render_size if render_size is None else render_size
   if not _is_int(size) or not 16 <= size <= 2048:
     raise UserInputError(f"{f}render_size={size!r}: must be an integer in [16, 2048]")
-  for name in ("rib_shadow_prob", "overlay_prob"):
+  for name in ("rib_shadow_prob", "overlay_prob", "kidney_prob"):
     v = getattr(synth_cfg, name)
     if not _is_num(v) or not 0.0 <= float(v) <= 1.0:
       raise UserInputError(f"{f}{name}={v!r}: must be a probability in [0, 1]")

@@ -238,16 +238,26 @@ def _draw_kidney(p, i, x, y, r0, below_wall, physics: Physics, gain, alpha, cell
   a, b, tilt = p["k_long_mm"][i], p["k_short_mm"][i], p["k_tilt"][i]
   d, t = p["k_depth_mm"][i], p["k_theta"][i]
   cx, cy = (r0 + d) * np.sin(t), (r0 + d) * np.cos(t) - r0
-  # Only the rows from the kidney's top down (its crescent of muscle lies below it).
-  first = int(np.searchsorted(y.min(axis=1), cy - np.hypot(a, b) - ph.kidney_capsule_mm))
-  rows = slice(first, y.shape[0])
-  xw, yw = x[rows] - cx, y[rows] - cy
+  # Drawn in its bounding window only: a disc round the centre holding the kidney, its rim and
+  # the crescent of muscle below it.
+  muscle = p["k_muscle_mm"][i]
+  rim = 1.0 + ph.kidney_capsule_mm / b  # The outline with its capsule, in units of the axes.
+  reach = rim * np.hypot(a, b + muscle)
+  # A row's y spans [its fan edges' y, its centre's y]; both rise with depth.
+  y_lo, y_hi = y.min(axis=1), y.max(axis=1)
+  rows = slice(int(np.searchsorted(y_hi, cy - reach)),
+               int(np.searchsorted(y_lo, cy + reach, side="right")))
+  near = np.flatnonzero((np.abs(x[rows] - cx) <= reach).any(axis=0))
+  if near.size == 0 or rows.start >= rows.stop:
+    return  # Entirely outside the fan.
+  cols = slice(int(near[0]), int(near[-1]) + 1)
+  xw, yw = x[rows, cols] - cx, y[rows, cols] - cy
   ct, st = np.cos(tilt), np.sin(tilt)
   u = (xw * ct + yw * st) / a
   w = (-xw * st + yw * ct) / b
   q = np.sqrt(u * u + w * w)
-  rim = 1.0 + ph.kidney_capsule_mm / b
-  outline = (q < rim) & below_wall[rows]
+  below = below_wall[rows, cols]
+  outline = (q < rim) & below
   inner_cortex = 1.0 - p["k_cortex_mm"][i] / b
   sinus = outline & (q < ph.kidney_sinus_frac)
   capsule = outline & (q >= 1.0)
@@ -259,11 +269,10 @@ def _draw_kidney(p, i, x, y, r0, below_wall, physics: Physics, gain, alpha, cell
   renal = outline & ~(capsule | sinus | pyramid)  # Cortex and the cortical columns.
   # Posterior muscles: a crescent under the kidney (an ellipse through its poles, reaching
   # `muscle` mm deeper), thickest behind its middle and thinning to nothing at the poles.
-  muscle = p["k_muscle_mm"][i]
   w_shift = (w * b - muscle / 2) / (b + muscle / 2)
-  behind = (u * u + w_shift * w_shift < rim * rim) & ~outline & below_wall[rows]
+  behind = (u * u + w_shift * w_shift < rim * rim) & ~outline & below
 
-  g, al, ce, sp = gain[rows], alpha[rows], cells[rows], specular[rows]
+  g, al, ce, sp = gain[rows, cols], alpha[rows, cols], cells[rows, cols], specular[rows, cols]
   g[renal] = p["k_db"][i]
   g[pyramid] = ph.kidney_medulla_db
   g[sinus] = ph.kidney_sinus_db
@@ -275,8 +284,8 @@ def _draw_kidney(p, i, x, y, r0, below_wall, physics: Physics, gain, alpha, cell
   ce[behind] = ph.cells_wall
   sp[outline | behind] = False  # The kidney hides the diaphragm behind it.
   sp[capsule | sinus] = True
-  liver[rows] &= ~(outline | behind)
-  cortex[rows] = renal & (q >= inner_cortex)
+  liver[rows, cols] &= ~(outline | behind)
+  cortex[rows, cols] = renal & (q >= inner_cortex)
 
 
 # ------------------------------------------------------------------------------ display

@@ -1,4 +1,4 @@
-"""Tests for the nasrl_jax.data.synthetic package: cohort, determinism, physics, fan, cache, labels."""
+"""Tests for the nasrl_jax.data.synthetic package: cohort, kidney, physics, fan, cache, labels."""
 
 import dataclasses
 import glob

@@ -15,9 +15,9 @@ TensorFlow is not needed and not imported: tensorflow-datasets 4.9.10 builds and
 the tfrecord format, `tfds.load` and `tfds.as_numpy` would need TF). Read back with
 `builder.as_data_source()` or `tfds.data_source('fatty_liver_us/synthetic', data_dir=...)`.
 
-What a build holds is pinned by a fingerprint (simulator version and fields, or manifest bytes and
-image file stats, plus label settings) in the dataset's metadata: `build_and_read` refuses to reuse a data_dir
-built from something else instead of silently returning stale data.
+What a build holds is pinned by a fingerprint (simulator version and fields, or manifest bytes
+and image file stats, plus label settings) in the dataset's metadata: `build_and_read` refuses to
+reuse a data_dir built from something else instead of silently returning stale data.
 """
 
 import hashlib

@@ -2,10 +2,11 @@
 
 This module owns what the scanner's screen shows and where: the tissue maps on the polar beam
 grid (abdominal wall, liver capsule, parenchyma from the subject's true CAP, vessels, diaphragm,
-the right kidney with fixed echoes, rib and its shadow), the hepatorenal-index ROIs, the dB -> grey mapping (dynamic range, gamma), the curvilinear scan
-conversion and fan geometry (`fan_mask`), smoothing, the machine's RGB tint and burned-in text,
-the JPEG round trip, and `simulate`, which runs cohort -> anatomy -> physics -> display for the
-whole cohort in chunks (threads), deterministically from the seed.
+the right kidney with fixed echoes, rib and its shadow), the hepatorenal-index boxes, the
+dB -> grey mapping (dynamic range, gamma), the curvilinear scan conversion and fan geometry
+(`fan_mask`), smoothing, the machine's RGB tint and burned-in text, the JPEG round trip, and
+`simulate`, which runs cohort -> anatomy -> physics -> display for the whole cohort in chunks
+(threads), deterministically from the seed.
 """
 
 import concurrent.futures

@@ -108,7 +108,7 @@ class Physics:
   wall_db: Tuple[float, float, float, float] = (6.0, -10.0, 8.0, -4.0)  # skin, fat, fascia, muscle
   skin_mm: float = 1.5
   fascia_mm: float = 1.0
-  wall_wave: Tuple[float, float] = (0.06, 5.0)  # Undulation: relative amplitude, rad per rad of beam.
+  wall_wave: Tuple[float, float] = (0.06, 5.0)  # Undulation: amplitude (relative), rad per rad.
   capsule_db: float = 6.0
   capsule_mm: float = 1.0  # Liver capsule (Glisson's), just below the wall.
   alpha_wall: float = 0.6  # dB/cm/MHz, fat and muscle.

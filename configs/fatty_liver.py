@@ -90,6 +90,7 @@ def get_config(arg=None):
   s.render_size = 224  # Pixels of the simulated scan-converted image before resizing.
   s.rib_shadow_prob = 0.3  # Probability of a rib shadow per image.
   s.overlay_prob = 0.3  # Probability of a machine-specific RGB tint / burned-in text.
+  s.kidney_prob = 0.5  # Probability per image that the right kidney is in view (not tied to CAP).
   s.cap_noise_sd = 18.0  # dB/m: FibroScan measurement noise (true = measured - N(0, sd)).
   s.seed = 0  # Simulator seed: fixes the cohort, independent of config.seed.
 

@@ -33,7 +33,9 @@ def test_synthetic_round_trip(tmp_path):
   _assert_same(ds, synthetic.load(cfg))  # Same images, labels, order as the direct source.
   assert ds.images.shape == (60, 32, 32, 1)
 
-  version_dir = data_dir / "fatty_liver_us" / "synthetic" / "1.0.0"
+  version = str(tfds_builder.FattyLiverUS.VERSION)
+  assert version == "2.0.0"  # Simulator v3: a synthetic build of v2 pixels is never reused.
+  version_dir = data_dir / "fatty_liver_us" / "synthetic" / version
   records = [f for f in os.listdir(version_dir) if ".array_record" in f]
   assert records, os.listdir(version_dir)
   mtime = os.stat(version_dir / records[0]).st_mtime_ns
@@ -51,6 +53,13 @@ def test_synthetic_round_trip(tmp_path):
   cfg.synthetic.seed = 1
   with pytest.raises(UserInputError, match="holds a fatty_liver_us/synthetic build of other data"):
     tfds_builder.build_and_read(cfg, data_dir)
+
+
+def test_synthetic_fingerprint_follows_the_simulator_version(monkeypatch):
+  cfg = fatty_liver.get_config("tiny").data
+  before = tfds_builder.fingerprint("synthetic", cfg)
+  monkeypatch.setattr(synthetic, "SIMULATOR_VERSION", synthetic.SIMULATOR_VERSION + "-next")
+  assert tfds_builder.fingerprint("synthetic", cfg) != before
 
 
 def test_manual_round_trip(tmp_path):
@@ -72,7 +81,7 @@ def test_manual_round_trip(tmp_path):
   np.testing.assert_array_equal(ds.label, [0, 0, 1, 1, 1, 1, 1, 1])  # CAP 200, 240, 280, 320.
   assert ds.name == "tfds:fatty_liver_us/manual"
   built = tfds.builder_from_directory(str(tmp_path / "tfds" / "fatty_liver_us" / "manual" /
-                                          "1.0.0"))
+                                          str(tfds_builder.FattyLiverUS.VERSION)))
   assert len(built.info.metadata["fingerprint"]) == 16
 
 

@@ -15,9 +15,9 @@ TensorFlow is not needed and not imported: tensorflow-datasets 4.9.10 builds and
 the tfrecord format, `tfds.load` and `tfds.as_numpy` would need TF). Read back with
 `builder.as_data_source()` or `tfds.data_source('fatty_liver_us/synthetic', data_dir=...)`.
 
-What a build holds is pinned by a fingerprint (simulator fields or manifest bytes and image file
-stats, plus label settings) in the dataset's metadata: `build_and_read` refuses to reuse a data_dir
-built from something else instead of silently returning stale data.
+What a build holds is pinned by a fingerprint (simulator version and fields, or manifest bytes
+and image file stats, plus label settings) in the dataset's metadata: `build_and_read` refuses to
+reuse a data_dir built from something else instead of silently returning stale data.
 """
 
 import hashlib
@@ -81,6 +81,8 @@ def fingerprint(config_name: str, data_cfg, manual_dir: Optional[str] = None) ->
   h.update(json.dumps({"config": config_name, **_label_settings(data_cfg)},
                       sort_keys=True).encode())
   if config_name == "synthetic":
+    # The simulator's version too: the same fields render other pixels after a simulator change.
+    h.update(synthetic.SIMULATOR_VERSION.encode())
     h.update(data_cfg.synthetic.to_json(sort_keys=True).encode())
   else:
     cfg = _manual_cfg(data_cfg, manual_dir)
@@ -96,8 +98,13 @@ def fingerprint(config_name: str, data_cfg, manual_dir: Optional[str] = None) ->
 class FattyLiverUS(tfds.core.GeneratorBasedBuilder):
   """B-mode liver ultrasound images with CAP/labels, per subject (see the module docstring)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Grayscale images at source resolution, labels, CAP, subjects."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Grayscale images at source resolution, labels, CAP, subjects.",
+      "2.0.0": ("Synthetic config re-simulated (simulator version 3): tissue properties smooth in "
+                "the true CAP (no step at the label's cut-off), the right kidney in view on part "
+                "of the images (config.data.synthetic.kidney_prob). Manual config unchanged."),
+  }
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(
           name="synthetic", description="Simulated cohort (nasrl_jax.data.synthetic.simulate)."),
@@ -218,7 +225,7 @@ def build_and_read(data_cfg, data_dir: str) -> Dataset:
   Args:
     data_cfg: `config.data`; source synthetic -> the synthetic config, manifest -> the manual
       config (manual_dir = config.data.root or the CSV's folder).
-    data_dir: TFDS data_dir (the build lands in data_dir/fatty_liver_us/<config>/1.0.0).
+    data_dir: TFDS data_dir (the build lands in data_dir/fatty_liver_us/<config>/<VERSION>).
 
   Returns:
     Dataset, identical to `nasrl_jax.data.load(data_cfg)` for the same config.

@@ -398,9 +398,10 @@ def _search_winners(run: Run, fold, outer: int, seed: int, rescore_ledger, outco
           {k: r.get(k) for k in ("fold", "seed", "architecture", "search_reward", "mean", "std",
                                  "n", "params")} | {"chosen": r["architecture"] == str(arch)})
     winners[name] = (arch, row)
+    rescored = "n/a" if row.get("mean") is None else f"{row['mean']:.4f}" + (
+        f" +- {row['std']:.4f}" if row.get("std") is not None else "")
     logging.info("  winner %s seed %d fold %s: %s (search %.4f, re-scored %s)", name, seed, outer,
-                 arch, row["search_reward"],
-                 "n/a" if row.get("mean") is None else f"{row['mean']:.4f} +- {row['std']:.4f}")
+                 arch, row["search_reward"], rescored)
   return winners
 
 

@@ -26,6 +26,7 @@ from nasrl_jax import compiles
 from nasrl_jax import evaluate
 from nasrl_jax import export as export_lib
 from nasrl_jax import io_utils
+from nasrl_jax import preflight
 from nasrl_jax import rng as rng_lib
 from nasrl_jax import search as search_lib
 from nasrl_jax import space as space_lib
@@ -298,6 +299,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> d
   r = prepare(config, workdir)
   config = r.config
   protocol = config.eval.protocol
+  with _Stage("pre-flight"):
+    estimate = preflight.check_time(config, len(r.folds), r.sizes, r.spec,
+                                    devices=len(r.devices) * jax.process_count())
+    preflight.check_vgg19(r.factory, space_lib.SearchSpace.from_config(config.space),
+                          r.devices[0])
+    r.fit_check = preflight.make_fit_check(r.factory)
   export = _exporter(r)
   stores = _store_factory(r)
   with _Stage(f"protocol {protocol}"):
@@ -315,6 +322,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> d
     for name in _model_order(outcome.models):
       models.append(_model_entry(r, outcome, name))
   results = _results(r, outcome, models, command, time.time() - t_start)
+  results["compute"]["estimated_hours"] = estimate["hours"]
   if r.writer:
     with _Stage("report"):
       from nasrl_jax import report as report_lib  # pylint: disable=g-import-not-at-top

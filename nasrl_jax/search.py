@@ -222,6 +222,16 @@ class Progress:
 # ---------------------------------------------------------------------------- the ledger
 
 
+def _merged_order(row):
+  """The order an uninterrupted run appends children in: outer fold (the final search last),
+  seed, strategy (in `strategies.NAMES` order), child index."""
+  fold = row.get("outer_fold", 0)
+  name = row.get("strategy", "")
+  rank = strategies_lib.NAMES.index(name) if name in strategies_lib.NAMES else len(
+      strategies_lib.NAMES)
+  return (fold < 0, fold, row.get("seed", 0), rank, row.get("index", 0))
+
+
 class MergedLedger:
   """The run's merged W/search/history.jsonl: every child of every search, one writer.
 
@@ -236,8 +246,7 @@ class MergedLedger:
       for folder, _, files in sorted(os.walk(search_root)):
         if "history.jsonl" in files and os.path.join(folder, "history.jsonl") != path:
           rows += read_jsonl(os.path.join(folder, "history.jsonl"))
-      rows.sort(key=lambda r: (r.get("outer_fold", 0), r.get("seed", 0), r.get("strategy", ""),
-                               r.get("index", 0)))
+      rows.sort(key=_merged_order)
       os.makedirs(os.path.dirname(path), exist_ok=True)
       rewrite_jsonl(path, rows)
 
@@ -595,7 +604,8 @@ class ChildEvaluator:
       devices: local devices training children concurrently (default: data's device).
       keep_weights: return split 0's kept weights (top-k checkpointing).
       tag: passed to every training call (leakage hooks, `train.TRAIN_HOOKS`).
-      fit_check: optional (arch, fns, device) -> error string or '' (memory pre-flight).
+      fit_check: optional (arch, fns, device) -> (reason or '', fns) (memory pre-flight,
+        `preflight.make_fit_check`).
     """
     from nasrl_jax import child as child_lib  # pylint: disable=g-import-not-at-top
     from nasrl_jax import reinforce  # pylint: disable=g-import-not-at-top
@@ -630,12 +640,13 @@ class ChildEvaluator:
     flops = self._child.count_flops(arch, spec)
     try:
       fns = self.factory(arch)
-      if self.fit_check is not None:
-        why = self.fit_check(arch, fns, device)
-        if why:
-          return ChildResult(params=params, flops=flops, status=DOES_NOT_FIT, error=why)
       future = self._prefetched.pop((arch, device), None)
       programs = future.result() if future is not None else fns.programs(device)
+      if self.fit_check is not None:
+        why, fns = self.fit_check(arch, fns, device)
+        if why:
+          return ChildResult(params=params, flops=flops, status=DOES_NOT_FIT, error=why,
+                             compile_seconds=programs.compile_seconds)
       results = fns.train_many(self.keys, self.data[device], self.splits, tag=self.tag)
     except Exception as e:  # pylint: disable=broad-except  (fault isolation, see docstring)
       logging.warning("child %s failed: %s: %s", arch, type(e).__name__, str(e)[:300])

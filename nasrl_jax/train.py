@@ -541,6 +541,7 @@ class TrainerFactory:
     self.spec, self.recipe, self.sizes = spec, recipe, sizes
     self.num_images, self.split_batching, self.vmap_chunk = num_images, split_batching, vmap_chunk
     self._fns = {}
+    self._chunk = {}  # arch -> a smaller vmap chunk chosen by the memory pre-flight.
     self._lock = threading.Lock()
 
   @classmethod
@@ -550,13 +551,19 @@ class TrainerFactory:
 
   def __call__(self, arch) -> "TrainFns":
     with self._lock:
-      fns = self._fns.get(arch)
+      chunk = self._chunk.get(arch, self.vmap_chunk)
+      fns = self._fns.get((arch, chunk))
       if fns is None:
         fns = make_train_fn(arch, self.spec, self.recipe, self.sizes,
                             num_images=self.num_images, split_batching=self.split_batching,
-                            vmap_chunk=self.vmap_chunk)
-        self._fns[arch] = fns
+                            vmap_chunk=chunk)
+        self._fns[(arch, chunk)] = fns
       return fns
+
+  def limit_chunk(self, arch, chunk: int) -> None:
+    """Every later TrainFns of `arch` batches at most `chunk` splits (memory pre-flight)."""
+    with self._lock:
+      self._chunk[arch] = int(chunk)
 
 
 class TrainFns(NamedTuple):

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from nasrl_jax import search, train  # pylint: disable=g-import-not-at-top
+from nasrl_jax import child, rng, search, train  # pylint: disable=g-import-not-at-top
 from tests.conftest import load_config  # pylint: disable=g-import-not-at-top
 
 
@@ -30,17 +30,22 @@ def main(argv):
   c.train.epochs = 1
   c.train.batch_size = 16
   c.train.eval_batch_size = 16
+  c.data.balance = "none"
   c.compile_cache_dir = ""
   c.log_every_s = 1e9
-  rng = np.random.default_rng(0)
-  y = np.arange(48) % 2
-  x = (rng.integers(0, 150, (48, 32, 32, 1)) + 60 * y[:, None, None, None]).astype(np.uint8)
+  r = np.random.default_rng(0)
+  y = (np.arange(48) % 2).astype(np.int32)
+  x = (r.integers(0, 150, (48, 32, 32, 1)) + 60 * y[:, None, None, None]).astype(np.uint8)
   data = train.DeviceData.from_numpy(x, y, jax.local_devices()[0])
-  split = train.make_split(np.arange(32), np.zeros(32), np.arange(32, 48), 32, 16)
-  local = search.ChildEvaluator(c, data, split, (32, 32, 1), 2, 32, 16,
+  sizes = train.Sizes(32, 16)
+  splits = [train.make_split(np.arange(32), np.zeros(32), np.arange(32, 48), sizes)]
+  keys = [rng.train_key(rng.root_key(0), seed=0, outer=0, split=0, replica=0)]
+  spec = child.ChildSpec.from_config(c, (32, 32, 1), 2)
+  factory = train.TrainerFactory.from_config(c, spec, sizes, 48)
+  local = search.ChildEvaluator(factory, data, splits, keys, config=c,
                                 devices=jax.local_devices())
   ev = search.DistributedEvaluator(local) if jax.process_count() > 1 else local
-  search.run_search(c, ev, argv[1])
+  search.run_search(c, ev, argv[1], strategy="reinforce", seed=0)
   local.close()
   print("devices", len(jax.local_devices()), "processes", jax.process_count(), flush=True)
 

@@ -1,85 +1,101 @@
+"""Tests of nasrl_jax.evaluate: balancing modes, padded sizes, winner choice, re-scoring records."""
+
 import numpy as np
 import pytest
 
-from nasrl_jax import evaluate, metrics, pipeline, search
+from nasrl_jax import evaluate, search
+from nasrl_jax.data import folds as folds_lib
 from nasrl_jax.errors import UserInputError
+from nasrl_jax.space import Architecture
+
+LABELS = np.array([0] * 5 + [1] * 15 + [0] * 5 + [1] * 5)
+TRAIN = np.arange(20)
 
 
-def _fold():
-  return {"train": np.arange(0, 20), "val": np.arange(20, 25), "test": np.arange(25, 30)}
-
-
-def test_training_indices_balance_modes(config_factory):
+@pytest.mark.parametrize("mode", ["none", "loss_weight", "upright_sample", "repeat"])
+def test_no_default_balance_mode_rotates_anything(config_factory, mode):
+  """Only the paper's rot90 turns images, and then only minority copies: the orientation cue."""
   c = config_factory("tiny")
-  labels = np.array([0] * 5 + [1] * 15 + [0] * 5 + [1] * 5)
-  idx, rot = evaluate.training_indices(_fold(), labels, c.data, 0)
-  assert np.sum(labels[idx] == 0) == np.sum(labels[idx] == 1) == 15
-  assert set(rot[20:]) <= {1, 2, 3} and not rot[:20].any()
-  c.data.balance_copies = "repeat"
-  idx2, rot2 = evaluate.training_indices(_fold(), labels, c.data, 0)
-  np.testing.assert_array_equal(idx, idx2)
-  assert not rot2.any()
-  c.data.balance_copies = "flip"
-  with pytest.raises(UserInputError, match="balance_copies"):
-    evaluate.training_indices(_fold(), labels, c.data, 0)
-  c.data.balance = False
-  idx3, rot3 = evaluate.training_indices(_fold(), labels, c.data, 0)
-  np.testing.assert_array_equal(idx3, np.arange(20))
+  c.data.balance = mode
+  idx, rot = evaluate.balanced_rows(TRAIN, LABELS, c.data, np.random.default_rng(0))
+  assert not rot.any()
+  if mode == "repeat":
+    assert np.sum(LABELS[idx] == 0) == np.sum(LABELS[idx] == 1) == 15
+  else:
+    np.testing.assert_array_equal(idx, TRAIN)
 
 
-def test_fold_split_never_contains_test_images(config_factory):
+def test_rot90_rotates_only_minority_copies(config_factory):
   c = config_factory("tiny")
-  labels = np.arange(30) % 2
-  sizes = evaluate.padded_sizes([_fold()], labels, c)
-  s = evaluate.fold_split(_fold(), labels, c, sizes)
-  assert not set(s.train_idx) & set(range(25, 30))
-  assert set(s.eval_idx) <= set(range(20, 25))
-  assert len(s.train_idx) % c.train.batch_size == 0
+  c.data.balance = "rot90"
+  idx, rot = evaluate.balanced_rows(TRAIN, LABELS, c.data, np.random.default_rng(0))
+  assert np.sum(LABELS[idx] == 0) == np.sum(LABELS[idx] == 1) == 15
+  assert set(LABELS[idx[rot > 0]]) == {0}  # The confound the default modes avoid.
+  c.data.balance = "flip"
+  with pytest.raises(UserInputError, match="data.balance"):
+    evaluate.balanced_rows(TRAIN, LABELS, c.data, np.random.default_rng(0))
 
 
-def test_score_matches_sklearn_and_subject_means():
-  y = np.array([0, 0, 1, 1, 1, 0])
-  p = np.array([0.2, 0.6, 0.7, 0.4, 0.9, 0.1])
-  sid = np.array(["a", "a", "b", "b", "c", "d"])
-  out = evaluate.score(y, p, sid)
-  assert out["image"]["accuracy"] == pytest.approx(4 / 6)
-  assert out["image"]["sensitivity"] == pytest.approx(2 / 3)
-  assert out["image"]["specificity"] == pytest.approx(2 / 3)
-  assert out["image"]["auroc"] == pytest.approx(metrics.binary_metrics(y, p)["auroc"])
-  # Subjects: a (0, mean 0.4), b (1, mean 0.55), c (1, 0.9), d (0, 0.1): all correct.
-  assert out["subject"]["n"] == 4 and out["subject"]["accuracy"] == 1.0
+def _folds(n_subjects=40, seed=0):
+  rng = np.random.default_rng(seed)
+  sid = np.array([f"s{i}" for i in np.concatenate([np.arange(n_subjects),
+                                                   rng.integers(0, n_subjects, 20)])])
+  lab = (np.array([int(s[1:]) for s in sid]) % 3 == 0).astype(int)
+  return sid, lab, folds_lib.make_folds(sid, lab, 2, seed=0, inner=4)
 
 
-def test_search_evaluator_only_receives_the_search_folds_train_and_val(tmp_path, monkeypatch,
-                                                                       config_factory):
-  """Runs the pipeline with a recording evaluator: no test index of fold f reaches the search."""
-  seen = []
-
-  class Recorder:
-    parallelism = 1
-
-    def __init__(self, config, data, split, *args, **kwargs):
-      seen.append(split)
-
-    def __call__(self, archs):
-      return [0.5 for _ in archs]
-
-    def close(self):
-      pass
-
-  monkeypatch.setattr(search, "ChildEvaluator", Recorder)
-  monkeypatch.setattr(pipeline.report_lib, "write_report", lambda results, workdir: {})
+def test_padded_sizes_cover_every_split_the_run_trains(config_factory):
   c = config_factory("tiny")
-  c.data.cache_dir = str(tmp_path / "cache")
-  c.eval.models = ()
-  c.search.fold = 1
-  pipeline.run(c, str(tmp_path / "w"))
-  from nasrl_jax.data import folds as folds_lib
-  _, _, folds = folds_lib.read_folds(str(tmp_path / "w" / "folds.json"))
-  test = set(folds[1]["test"].tolist())
-  allowed = set(folds[1]["train"].tolist()) | set(folds[1]["val"].tolist())
-  assert len(seen) == 2  # REINFORCE and random search.
-  for split in seen:
-    used = set(split.train_idx.tolist()) | set(split.eval_idx.tolist())
-    assert used <= allowed and not used & test
-    assert set(split.eval_idx[split.eval_w > 0].tolist()) == set(folds[1]["val"].tolist())
+  sid, lab, folds = _folds()
+  c.search.reward_splits = 3
+  for mode in ("none", "repeat"):
+    c.data.balance = mode
+    sizes = evaluate.padded_sizes(c, folds, None, lab)
+    for f in folds:
+      for j in range(3):
+        tr, va = folds_lib.split_indices(f, j)
+        rows, _ = evaluate.balanced_rows(tr, lab, c.data, np.random.default_rng(1))
+        assert rows.size <= sizes.num_train and va.size <= sizes.num_eval
+      assert len(f["test"]) <= sizes.num_eval
+    assert sizes.num_train % c.train.batch_size == 0
+
+
+def _rec(arch, reward, params, index):
+  return search.ChildRecord(step=0, child=index, index=index, strategy="random", seed=0,
+                            outer_fold=0, architecture=arch, actions=[], reward=reward,
+                            split_rewards=[reward], metrics={}, best_val_loss=0.5, best_epoch=1,
+                            val_acc=[reward], params=params, flops=0, compile_seconds=0.0,
+                            train_seconds=0.0, status="ok")
+
+
+A = Architecture((3,), (8,), (1,))
+B = Architecture((5,), (8,), (1,))
+C = Architecture((1,), (8,), (1,))
+
+
+def test_the_best_rescored_mean_wins_not_the_search_maximum():
+  records = [_rec(A, 0.90, 100, 0), _rec(B, 0.80, 50, 1), _rec(C, 0.70, 10, 2)]
+  rows = [{"architecture": str(A), "search_reward": 0.9, "params": 100, "mean": 0.62},
+          {"architecture": str(B), "search_reward": 0.8, "params": 50, "mean": 0.71},
+          {"architecture": str(C), "search_reward": 0.7, "params": 10, "mean": 0.71}]
+  arch, row = evaluate.choose_winner(records, rows)
+  assert arch == C and row["mean"] == 0.71  # Tie on the mean: fewer parameters.
+  arch, row = evaluate.choose_winner(records, [])
+  assert arch == A and row["mean"] is None  # No re-scoring: the search's best.
+
+
+def test_rescore_uses_fresh_seeds_and_records_mean_and_sd(tmp_path, tiny_run):
+  """The session's run: every re-scored candidate was retrained on replicas 1.. only."""
+  import json
+  rows = [json.loads(l) for l in (tiny_run.workdir / "search/rescore.jsonl").read_text()
+          .splitlines()]
+  assert rows
+  q = tiny_run.config.search.rescore_seeds
+  for r in rows:
+    assert len(r["scores"]) == q and r["n"] == q
+    assert r["mean"] == pytest.approx(np.mean(r["scores"]))
+  rescores = [c for c in tiny_run.calls if c["tag"]["phase"] == "rescore"]
+  assert len(rescores) == len(rows)
+
+
+pytestmark = pytest.mark.xdist_group("tiny_run")

@@ -100,7 +100,7 @@ def test_integer_subject_ids_and_grade_labels():
 
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(num_folds=1), "num_folds=1"),
-    (dict(num_folds=2), "val_parts=1"),  # 2 folds leave no room for train + val + test.
+    (dict(num_folds=2), "inner parts=1"),  # 2 folds leave 1 inner part: no train + val.
     (dict(num_folds=3, val_parts=2), "val_parts=2"),
     (dict(num_folds=30), "only 20 subjects"),
     (dict(num_folds=3, seed=-1), "seed=-1"),
@@ -170,10 +170,18 @@ def test_read_folds_rejects_bad_files(tmp_path, paper_like):
     F.read_folds(path)
   F.write_folds(path, sid, lab, folds)
   raw = json.loads(path.read_text())
-  raw["folds"][0]["train"].pop()  # An image in no part.
+  raw["folds"][0]["inner"][1].pop()  # An image in no part.
   path.write_text(json.dumps(raw))
   with pytest.raises(UserInputError, match="cover all 160 images"):
     F.read_folds(path)
+  raw = json.loads(path.read_text())
+  old = {"subject_id": raw["subject_id"], "label": raw["label"],
+         "folds": [{k: f[k] for k in ("train", "val", "test")} for f in raw["folds"]]}
+  path.write_text(json.dumps(old))
+  with pytest.raises(UserInputError, match="earlier nasrl_jax version"):
+    F.read_folds(path)
+  F.write_folds(path, sid, lab, folds)
+  raw = json.loads(path.read_text())
   raw["folds"][0]["val"].append(10_000)
   path.write_text(json.dumps(raw))
   with pytest.raises(UserInputError, match="out of range"):
@@ -183,10 +191,11 @@ def test_read_folds_rejects_bad_files(tmp_path, paper_like):
 def test_read_folds_rejects_subject_leak(tmp_path):
   sid = np.array(["a", "a", "b", "c", "d"])
   lab = np.array([0, 0, 1, 0, 1])
-  bad = [{"train": [0, 2], "val": [3], "test": [1, 4]}]  # Subject 'a' in train and test.
+  bad = [{"train": [0, 2], "val": [3], "test": [1, 4], "inner": [[0, 2], [3]], "group": "",
+          "excluded": []}]  # Subject 'a' in an inner part and the test part.
   path = tmp_path / "folds.json"
   path.write_text(json.dumps({"subject_id": sid.tolist(), "label": lab.tolist(), "folds": bad}))
-  with pytest.raises(UserInputError, match=r"subject 'a' is in both the train and the test"):
+  with pytest.raises(UserInputError, match=r"subject 'a' is in both the test and the inner part 0"):
     F.read_folds(path)
   with pytest.raises(UserInputError, match="is in both"):
     F.write_folds(tmp_path / "x.json", sid, lab, bad)
@@ -196,9 +205,9 @@ def test_read_folds_rejects_subject_leak(tmp_path):
 def test_load_or_make_folds_resumes_and_refuses_other_data(tmp_path):
   sid, lab = _cohort(40, 60, 0.33, seed=4)
   path = tmp_path / "folds.json"
-  first = F.load_or_make_folds(path, sid, lab, 3, seed=0)
+  first, _ = F.load_or_make_folds(path, sid, lab, 3, seed=0)
   assert path.exists()
-  again = F.load_or_make_folds(path, sid, lab, 3, seed=0)
+  again, _ = F.load_or_make_folds(path, sid, lab, 3, seed=0)
   for a, b in zip(first, again):
     assert np.array_equal(a["val"], b["val"])
   with pytest.raises(UserInputError, match="seed=0 but this run has seed=1"):
@@ -207,3 +216,49 @@ def test_load_or_make_folds_resumes_and_refuses_other_data(tmp_path):
     F.load_or_make_folds(path, sid, 1 - lab, 3, seed=0)
   with pytest.raises(UserInputError, match="has 3 folds"):
     F.load_or_make_folds(path, sid, lab, 4, seed=0)
+
+
+def test_inner_splits_are_subject_disjoint_inside_the_non_test_subjects(paper_like):
+  """r reward splits: validation parts disjoint by subject, all inside the fold's non-test part."""
+  sid, lab, folds = paper_like
+  for f in folds:
+    test_subjects = set(sid[f["test"]])
+    vals = []
+    for j in range(3):
+      tr, va = F.split_indices(f, j)
+      assert not set(sid[tr]) & set(sid[va])
+      assert not (set(sid[tr]) | set(sid[va])) & test_subjects
+      assert sorted(np.concatenate([tr, va]).tolist()) == sorted(
+          np.concatenate(f["inner"]).tolist())
+      vals.append(set(sid[va]))
+    assert not vals[0] & vals[1] and not vals[1] & vals[2] and not vals[0] & vals[2]
+    np.testing.assert_array_equal(F.split_indices(f, 0)[1], f["val"])
+  assert F.max_splits(folds[0]) == 9
+
+
+def test_leave_one_machine_out_keeps_held_out_subjects_out_of_training():
+  sid = np.array(["a", "a", "b", "c", "c", "d", "e", "f", "g", "h", "i", "j"] * 2)
+  sid = np.array([f"{s}{i // 12}" for i, s in enumerate(sid)])
+  lab = np.array([0, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 0] * 2)
+  dev = np.array(["A", "B", "A", "B", "C", "C", "A", "B", "C", "A", "B", "C"] * 2)
+  folds = F.make_folds(sid, lab, 3, seed=0, inner=2, groups=dev, missing_class="warn")
+  assert [f["group"] for f in folds] == ["A", "B", "C"]
+  for f in folds:
+    assert set(dev[f["test"]]) == {f["group"]}
+    held = set(sid[f["test"]])
+    inner = np.concatenate(f["inner"])
+    assert not set(sid[inner]) & held  # Subject a0 imaged on A and B: out of B's training too.
+    assert set(sid[f["excluded"]]) <= held and f["group"] not in set(dev[f["excluded"]])
+  with pytest.raises(UserInputError, match="at least two groups"):
+    F.make_folds(sid, lab, 3, seed=0, inner=2, groups=np.full(sid.size, "A"))
+
+
+def test_final_split_covers_every_image(paper_like, tmp_path):
+  sid, lab, folds = paper_like
+  final = F.final_split(sid, lab, 9, 1)
+  assert final["test"].size == 0
+  assert sorted(np.concatenate(final["inner"]).tolist()) == list(range(lab.size))
+  path = tmp_path / "folds.json"
+  F.write_folds(path, sid, lab, folds, final=final)
+  _, _, _, back = F.read_folds_all(path)
+  np.testing.assert_array_equal(back["val"], final["val"])

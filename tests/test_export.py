@@ -68,7 +68,7 @@ def test_metadata_record():
 @pytest.mark.parametrize("head, batch_norm, pure", [("gap", True, False), ("vgg", False, True)])
 def test_save_load_round_trip(tmp_path, head, batch_norm, pure):
   spec = _spec(head, batch_norm)
-  graphdef, params, stats = _weights(spec)
+  _, params, stats = _weights(spec)
   if pure:  # Pure dicts of device arrays, as a jitted training step returns them.
     params = jax.tree.map(jnp.asarray, nnx.to_pure_dict(params))
     stats = nnx.to_pure_dict(stats)
@@ -85,8 +85,8 @@ def test_save_load_round_trip(tmp_path, head, batch_norm, pure):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # The loaded model runs (and computes what the saved weights compute).
   x = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 1), np.uint8)
-  ref, _ = child.apply(graphdef, *(_weights(spec)[1:]), x, train=False)
-  ours, _ = child.apply(model.graphdef, model.params, model.batch_stats, x, train=False)
+  forward = jax.jit(lambda p, s: child.apply(model.graphdef, p, s, x, train=False)[0])
+  ref, ours = forward(*_weights(spec)[1:]), forward(model.params, model.batch_stats)
   np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
 
 

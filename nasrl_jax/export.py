@@ -73,7 +73,8 @@ class Exported:
   data_cfg: ml_collections.ConfigDict
 
 
-def _check_threshold(value, where: str) -> float:
+def check_threshold(value, where: str) -> float:
+  """`value` as a float after checking it is a probability; UserInputError naming `where`."""
   if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or \
       not 0.0 <= float(value) <= 1.0:
     raise UserInputError(f"{where}={value!r}: must be a probability in [0, 1]")
@@ -114,7 +115,7 @@ def metadata(arch: space_lib.Architecture, spec: child_lib.ChildSpec, data_cfg, 
     raise ValueError(f"export.metadata: {', '.join(reserved)} cannot be extra fields")
   meta = {"format": FORMAT, "name": str(name), "architecture": arch.to_json(),
           "spec": spec.to_json(), "preprocessing": preprocessing(data_cfg),
-          "threshold": _check_threshold(threshold, "threshold"),
+          "threshold": check_threshold(threshold, "threshold"),
           "threshold_source": str(threshold_source)}
   meta.update(extra)
   return io_utils.to_json_safe(meta)
@@ -208,7 +209,7 @@ def load(directory: str | os.PathLike) -> Exported:
   if tuple(spec.input_shape) != (size, size, 1):
     raise UserInputError(f"{where}: spec.input_shape {spec.input_shape} does not match "
                          f"preprocessing.image_size {size} (expected ({size}, {size}, 1))")
-  threshold = _check_threshold(meta.get("threshold", DEFAULT_THRESHOLD), f"{where}: threshold")
+  threshold = check_threshold(meta.get("threshold", DEFAULT_THRESHOLD), f"{where}: threshold")
   target = {"params": nnx.to_pure_dict(params), "batch_stats": nnx.to_pure_dict(stats)}
   try:
     tree, _ = checkpoint.load_model(path, target)

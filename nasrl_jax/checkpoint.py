@@ -23,7 +23,7 @@ steps and, when the restore target is an abstract tree of sharded `jax.ShapeDtyp
 misses, and is kept here:
 
 * The array bytes: a flipped byte inside an array chunk restores as a different number without
-  any error (tests/test_checkpoint.py flips bytes and counts). So each save also writes a SHA-256
+  any error (`test_orbax_alone_misses_a_flipped_array_byte`). So each save also writes a SHA-256
   per leaf (`checksums`) and each restore compares them.
 * Which leaf differs: Orbax's shape error names no leaf. After a failed restore, `_mismatch`
   compares the target with Orbax's own stored metadata to name it.
@@ -219,8 +219,8 @@ class _OwnTasksPolicy(asyncio.DefaultEventLoopPolicy):
 def _quiet_restore_loop():
   """Orbax restores inside this block get `_OwnTasksLoop`s (it asks asyncio for a new loop).
 
-  Event-loop policies are process-wide; other threads that create a loop meanwhile (an Orbax
-  background save) get the same well-behaved loop, which changes nothing for them.
+  Event-loop policies are process-wide: another thread that creates a loop meanwhile (an Orbax
+  background save) gets the same loop, which behaves as asyncio's own until it is closed.
   """
   previous = asyncio.get_event_loop_policy()
   asyncio.set_event_loop_policy(_OwnTasksPolicy())

@@ -84,7 +84,7 @@ class MetricWriter:
   """
 
   def __init__(self, logdir: str | os.PathLike):
-    """Opens (creating if needed) the log folder and the main run's event file.
+    """Opens (creating if needed) the log folder; event files appear with the first values.
 
     Args:
       logdir: folder of the main run; sub-runs are sub-folders of it.
@@ -97,7 +97,6 @@ class MetricWriter:
     self._jsonl = open(os.path.join(self._logdir, JSONL_NAME), "a", encoding="utf-8",
                        buffering=1)
     self._closed = False
-    self._event_writer("")  # The main run's event file exists from the start.
 
   @property
   def logdir(self) -> str:

@@ -34,8 +34,11 @@ misses, and is kept here:
   completions that arrive after it.
 
 Multi-process runs: Orbax saves are collective by default (every process calls save, process 0
-writes). `process_local=True` makes the calling process save alone (`MultiprocessingOptions` with
-`primary_host=None` and `active_processes={this process}`), for weights only it holds.
+writes). `process_local=True` makes the calling process save alone, for weights only it holds:
+`MultiprocessingOptions(primary_host=this process, active_processes={this process})`, the arrays
+handed to Orbax as jax.Arrays (`_as_global`; its numpy handler writes only from process 0) and
+folders created synchronously (`_async_options`). Reads (`load_model`, `load_meta`) are always
+process-local: any process can load a model while the others do something else.
 """
 
 from __future__ import annotations
@@ -118,17 +121,20 @@ def _is_key(x) -> bool:
 
 
 def _digest(leaf) -> str:
-  """SHA-256 of one leaf's values, in a canonical dtype.
+  """SHA-256 of one leaf's values as a restored jax.Array holds them.
 
   Orbax casts to the restore target's dtype (a Python int saved as int64 comes back as int32 into
-  a `jax.eval_shape` template), so integers are hashed as int64 and floats of up to 32 bits as
-  float32: exact casts do not change the digest, changed bytes do.
+  a `jax.eval_shape` template) and JAX narrows 64-bit values unless `jax_enable_x64`; so
+  integers are hashed as JAX's default int, floats of up to 32 bits as float32 and wider floats
+  as JAX's default float. Exact casts and that narrowing leave the digest as it was; changed
+  bytes do not.
   """
   arr = np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
   if jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == np.bool_:
-    arr = arr.astype(np.int64, copy=False)
+    arr = arr.astype(jax.dtypes.canonicalize_dtype(np.int64), copy=False)
   elif jnp.issubdtype(arr.dtype, jnp.floating):
-    arr = arr.astype(np.float32 if arr.dtype.itemsize <= 4 else np.float64, copy=False)
+    wide = jax.dtypes.canonicalize_dtype(np.float64)
+    arr = arr.astype(np.float32 if arr.dtype.itemsize <= 4 else wide, copy=False)
   return hashlib.sha256(np.ascontiguousarray(arr).reshape(-1).view(np.uint8)).hexdigest()
 
 
@@ -235,22 +241,72 @@ def _multiprocessing(process_local: bool) -> ocp.options.MultiprocessingOptions:
   if not process_local:
     return ocp.options.MultiprocessingOptions()
   i = jax.process_index()
-  # A per-process barrier prefix: processes saving alone at the same time must not meet at
-  # each other's barriers (same key, different participants).
-  return ocp.options.MultiprocessingOptions(primary_host=None, active_processes={i},
+  # This process is the primary of its own save (it writes the metadata and the commit), and
+  # the only participant of its barriers, under a per-process key prefix: processes saving alone
+  # at the same time must not meet at each other's barriers (same key, other participants).
+  # (primary_host=None, "every process is primary", works too but makes Orbax log a warning
+  # on every restore.)
+  return ocp.options.MultiprocessingOptions(primary_host=i, active_processes={i},
                                             barrier_sync_key_prefix=f"nasrl_process_{i}")
 
 
-def _registry(arrays: str, mp: ocp.options.MultiprocessingOptions):
+def _local_array_handler() -> ocp.PyTreeCheckpointHandler:
+  """The arrays handler of a save by this process alone: it writes this process's jax.Arrays.
+
+  Orbax's numpy and scalar handlers write only from process 0 whatever the multiprocessing
+  options (in a 2-process run, process 1's process-local save held no array data), so such saves
+  hand Orbax jax.Arrays and this ArrayHandler, as Orbax's own process-local checkpoints
+  (`replicator_checkpoint_manager`) do.
+  """
+  local = ocp.type_handlers.create_type_handler_registry(
+      (jax.Array, ocp.type_handlers.ArrayHandler(primary_host=jax.process_index(),
+                                                 replica_id=None, use_replica_parallel=False)))
+  return ocp.PyTreeCheckpointHandler(multiprocessing_options=_multiprocessing(True),
+                                     type_handler_registry=local)
+
+
+def _async_options(process_local: bool) -> ocp.options.AsyncOptions:
+  """Synchronous folder creation for process-local saves.
+
+  Orbax signals "folder created" to the other processes through the distributed key-value store
+  under keys numbered by a per-process operation counter; processes saving alone at the same
+  time then read and delete each other's signals (a 2-process test hung on one).
+  """
+  return ocp.options.AsyncOptions(create_directories_asynchronously=not process_local)
+
+
+def _as_global(x) -> jax.Array:
+  """This process's host array as a jax.Array replicated over one device of every process.
+
+  Orbax refuses to save fully addressable (host-local) jax.Arrays in a multi-process run, and
+  its numpy handler writes only from process 0. `make_array_from_single_device_arrays` only
+  needs this process's shard, so no other process takes part.
+  """
+  x = np.asarray(x)
+  firsts = {}
+  for d in jax.devices():
+    firsts.setdefault(d.process_index, d)
+  mesh = jax.sharding.Mesh(np.array([firsts[p] for p in sorted(firsts)]), ("processes",))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  mine = firsts[jax.process_index()]
+  return jax.make_array_from_single_device_arrays(x.shape, sharding, [jax.device_put(x, mine)])
+
+
+def _registry(arrays: str, process_local: bool):
   """Handlers for the three items, all with the same multiprocessing options.
 
   Orbax creates handlers it was not given with the default (collective) options, so a
   process-local save must name every item's handler.
   """
+  mp = _multiprocessing(process_local)
   registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-  std = ocp.StandardCheckpointHandler(multiprocessing_options=mp)
-  registry.add(arrays, ocp.args.StandardSave, std)
-  registry.add(arrays, ocp.args.StandardRestore, std)
+  registry.add(arrays, ocp.args.StandardRestore,
+               ocp.StandardCheckpointHandler(multiprocessing_options=mp))
+  if process_local:
+    registry.add(arrays, ocp.args.PyTreeSave, _local_array_handler())
+  else:
+    registry.add(arrays, ocp.args.StandardSave,
+                 ocp.StandardCheckpointHandler(multiprocessing_options=mp))
   for item in (_META, _SUMS):
     handler = ocp.JsonCheckpointHandler(multiprocessing_options=mp)
     registry.add(item, ocp.args.JsonSave, handler)
@@ -258,11 +314,16 @@ def _registry(arrays: str, mp: ocp.options.MultiprocessingOptions):
   return registry
 
 
-def _save_args(arrays: str, tree: Any, meta: Mapping, what: str) -> ocp.args.Composite:
+def _save_args(arrays: str, tree: Any, meta: Mapping, what: str,
+               process_local: bool = False) -> ocp.args.Composite:
   """Composite save args; arrays are copied to host first (checksums need the bytes anyway)."""
   meta = _check_json(meta, what)
   host = jax.device_get(tree)
-  return ocp.args.Composite(**{arrays: ocp.args.StandardSave(host), _META: ocp.args.JsonSave(meta),
+  if process_local:  # See _local_array_handler.
+    saved = ocp.args.PyTreeSave(jax.tree.map(_as_global, host))
+  else:
+    saved = ocp.args.StandardSave(host)
+  return ocp.args.Composite(**{arrays: saved, _META: ocp.args.JsonSave(meta),
                                _SUMS: ocp.args.JsonSave(_checksums(host))})
 
 
@@ -462,15 +523,20 @@ def save_model(directory: str | os.PathLike, tree: Any, meta: Mapping[str, Any],
     TypeError: meta is not JSON.
     ValueError: Orbax's refusal of a leaf type (one that is not an array or scalar).
   """
-  args = _save_args(_PARAMS, tree, meta, "model metadata")
+  args = _save_args(_PARAMS, tree, meta, "model metadata", process_local)
   path = epath.Path(directory).absolute()
   path.parent.mkdir(parents=True, exist_ok=True)
+  with _checkpointer(process_local) as ckptr:
+    ckptr.save(path, args=args, force=True)
+
+
+def _checkpointer(process_local: bool) -> ocp.Checkpointer:
   mp = _multiprocessing(process_local)
   handler = ocp.CompositeCheckpointHandler(
-      composite_options=ocp.CompositeOptions(multiprocessing_options=mp),
-      handler_registry=_registry(_PARAMS, mp))
-  with ocp.Checkpointer(handler, multiprocessing_options=mp) as ckptr:
-    ckptr.save(path, args=args, force=True)
+      composite_options=ocp.CompositeOptions(multiprocessing_options=mp,
+                                             async_options=_async_options(process_local)),
+      handler_registry=_registry(_PARAMS, process_local))
+  return ocp.Checkpointer(handler, multiprocessing_options=mp)
 
 
 def _check_folder(path: epath.Path) -> None:
@@ -491,7 +557,7 @@ def load_meta(directory: str | os.PathLike) -> dict:
   path = epath.Path(directory).absolute()
   _check_folder(path)
   try:
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+    with _checkpointer(process_local=True) as ckptr:
       meta = ckptr.restore(path, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))
   except Exception as e:  # pylint: disable=broad-except
     raise UserInputError(f"{path}: unreadable model metadata ({_short(e)})") from None
@@ -522,7 +588,9 @@ def load_model(directory: str | os.PathLike, template: Any = None) -> tuple[Any,
   try:
     with _quiet_restore_loop():
       try:
-        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+        # A read needs no other process: process-local options, so that one process of a
+        # multi-process run can load a model while the others do something else.
+        with _checkpointer(process_local=True) as ckptr:
           restored = ckptr.restore(path, args=_restore_args(path, _PARAMS, target))
       except Exception as e:  # pylint: disable=broad-except
         mismatch = None if target is None else _mismatch(path / _PARAMS, target, str(path))
@@ -563,16 +631,18 @@ class ModelStore(_Managed):
       raise ValueError(f"max_to_keep must be None or an int >= 1, got {max_to_keep!r}")
     self._dir = epath.Path(directory).absolute()
     self._max_to_keep = max_to_keep
-    mp = _multiprocessing(process_local)
+    self._process_local = process_local
     # Orbax refuses create=True with active_processes set: the folder is made here.
     self._dir.mkdir(parents=True, exist_ok=True)
     options = dict(create=False, cleanup_tmp_directories=True,
-                   enable_async_checkpointing=async_save, multiprocessing_options=mp)
+                   enable_async_checkpointing=async_save,
+                   multiprocessing_options=_multiprocessing(process_local),
+                   async_options=_async_options(process_local))
     if max_to_keep is not None:
       options.update(max_to_keep=max_to_keep, best_fn=lambda m: m["score"], best_mode="max",
                      keep_checkpoints_without_metrics=False)
     self._mngr = ocp.CheckpointManager(self._dir, options=ocp.CheckpointManagerOptions(**options),
-                                       handler_registry=_registry(_PARAMS, mp))
+                                       handler_registry=_registry(_PARAMS, process_local))
 
   @property
   def directory(self) -> epath.Path:
@@ -607,7 +677,7 @@ class ModelStore(_Managed):
     elif self._max_to_keep is not None:
       raise ValueError(f"child {index}: ModelStore(max_to_keep={self._max_to_keep}) needs a "
                        "score to rank children")
-    args = _save_args(_PARAMS, params, meta, f"child {index} meta")
+    args = _save_args(_PARAMS, params, meta, f"child {index} meta", self._process_local)
     if index in self._mngr.all_steps():
       self._mngr.wait_until_finished()
       self._mngr.delete(index)

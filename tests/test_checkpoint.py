@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -266,6 +267,10 @@ def test_save_model_load_model_round_trip(tmp_path):
   np.testing.assert_array_equal(raw["convs"]["1"]["kernel"], params["convs"][1]["kernel"])
   # The metadata is plain JSON a user can read.
   assert json.loads((folder / "meta" / "metadata").read_text())["num_classes"] == 2
+  # float64 comes back as JAX holds it (float32 without jax_enable_x64): not a checksum error.
+  checkpoint.save_model(tmp_path / "f64", {"x": np.arange(3.0) / 3}, {})
+  x = checkpoint.load_model(tmp_path / "f64", {"x": np.zeros(3)})[0]["x"]
+  np.testing.assert_array_equal(x, (np.arange(3.0) / 3).astype(x.dtype))
   # Saving again replaces the model.
   checkpoint.save_model(folder, _model_params(1), {"v": 2})
   loaded, meta = checkpoint.load_model(folder, params)
@@ -403,3 +408,51 @@ def test_skipping_a_corrupt_step_prints_one_line_and_no_traceback(tmp_path):
   assert "Traceback" not in res.stderr and "never retrieved" not in res.stderr, res.stderr
   about_step = [line for line in res.stderr.splitlines() if "step 2" in line]
   assert len(about_step) == 1 and "unreadable" in about_step[0], res.stderr
+
+
+_TWO_PROCESS_SCRIPT = """
+import os, sys
+import jax
+import numpy as np
+jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
+                           process_id=int(sys.argv[2]), initialization_timeout=120)
+from nasrl_jax import checkpoint
+i, root = jax.process_index(), sys.argv[3]
+# Each process saves its own children alone, a different number of them (no collective call).
+with checkpoint.ModelStore(os.path.join(root, f"children_{i}"), max_to_keep=2,
+                           process_local=True) as store:
+  for k in range(3 + 2 * i):
+    store.save(k, {"w": np.full((4, 5), k + 10 * i, np.float32)}, {"k": k}, score=float(k))
+  kept = store.indices()
+  params, meta = store.load(kept[-1], {"w": np.zeros((4, 5), np.float32)})
+if i == 1:  # Only process 1 exports; process 0 takes no part.
+  checkpoint.save_model(os.path.join(root, "model"), {"w": np.arange(3.0)}, {"by": i},
+                        process_local=True)
+# Collective saves still line up afterwards.
+with checkpoint.ControllerCheckpointer(os.path.join(root, "controller")) as ckpt:
+  ckpt.save(0, {"w": np.ones(2, np.float32)}, {})
+print("process", i, kept, meta["k"], float(np.asarray(params["w"]).max()), flush=True)
+"""
+
+
+def test_process_local_saves_from_two_processes(tmp_path):
+  """Found with this test: Orbax's numpy handler writes only from process 0 (process 1's
+  process-local save held no arrays), and concurrent async saves read each other's signals."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{s.getsockname()[1]}"
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESS_SCRIPT, address, str(i),
+                             str(tmp_path)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert "process 0 [1, 2] 2 2.0" in outs[0][0] and "process 1 [3, 4] 4 14.0" in outs[1][0]
+  # Readable from a single process afterwards (given a target: the saved topology is gone).
+  params, meta = checkpoint.load_model(tmp_path / "model", {"w": np.zeros(3)})
+  assert meta == {"by": 1}
+  np.testing.assert_array_equal(params["w"], np.arange(3.0))
+  params, _ = checkpoint.load_model(tmp_path / "children_1" / "4",
+                                    {"w": np.zeros((4, 5), np.float32)})
+  assert float(params["w"][0, 0]) == 14.0

@@ -473,8 +473,9 @@ class ControllerCheckpointer(_Managed):
             raise
         state, meta = _check_restored(restored, _STATE)
       except StructureMismatch as e:
-        raise UserInputError(f"{e}: the saved controller state does not match this config; "
-                             "resume with the config that wrote it or use a new --workdir") from None
+        raise UserInputError(
+            f"{e}: the saved controller state does not match this config; resume with the "
+            "config that wrote it or use a new --workdir") from None
       except Exception as e:  # pylint: disable=broad-except
         # Corruption shows up as many exception types (tensorstore ValueError, JSON errors,
         # OSError, _Corrupt): any failure to read a step means "try the one before".
@@ -544,8 +545,12 @@ def _check_folder(path: epath.Path) -> None:
     raise UserInputError(f"{path}: no such model folder")
   missing = [item for item in (_PARAMS, _META) if not (path / item).is_dir()]
   if missing:
+    # The usual slip is naming the parent (W/models instead of W/models/NASRL): say what is in it.
+    inside = sorted(p.name for p in path.iterdir()
+                    if (p / _PARAMS).is_dir() and (p / _META).is_dir())
+    hint = f"; model folders inside it: {', '.join(inside)}" if inside else ""
     raise UserInputError(f"{path}: not a nasrl_jax model folder (no {' or '.join(missing)} "
-                         "item, as written by Orbax)")
+                         f"item, as written by Orbax){hint}")
 
 
 def load_meta(directory: str | os.PathLike) -> dict:

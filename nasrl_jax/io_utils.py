@@ -1,5 +1,5 @@
-"""Files a user reads (reports, history, folds): atomic writes (temp file + rename), JSON-safe values,
-and the file mode every file nasrl_jax writes itself gets.
+"""Files a user reads (reports, history, folds): atomic writes (temp file + rename), JSON-safe
+values, and the file mode every file nasrl_jax writes itself gets.
 
 Stdlib and numpy only, so light modules (benchmarks, the search) can use it.
 

@@ -1,4 +1,4 @@
-"""Tests for nasrl_jax.checkpoint: round trips, retention, corruption fallback, what Orbax misses."""
+"""Tests for nasrl_jax.checkpoint: round trips, retention, corrupt-step fallback, Orbax's gaps."""
 
 import json
 import logging

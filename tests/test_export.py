@@ -1,4 +1,4 @@
-"""Tests for nasrl_jax.export: the record, save/load round trips, one-line errors for bad folders."""
+"""Tests for nasrl_jax.export: the record, save/load round trips, one-line errors on bad folders."""
 
 import json
 
@@ -138,7 +138,8 @@ def test_bad_folders_are_one_line_user_errors(tmp_path):
 
   fails(tmp_path / "nope", "no such model folder")
   model = _save(tmp_path / "models" / "NASRL")
-  fails(tmp_path / "models", "not a nasrl_jax model folder")  # The parent, by mistake.
+  # The parent, by mistake: the message names the model folders in it.
+  fails(tmp_path / "models", "not a nasrl_jax model folder .*; model folders inside it: NASRL$")
   fails(_save(tmp_path / "v2", format="nasrl_jax.export/2"), "format 'nasrl_jax.export/2'")
   fails(_save(tmp_path / "oval", preprocessing={"image_size": SIZE, "crop": "oval"}),
         r"metadata: bad preprocessing record .*crop='oval'")

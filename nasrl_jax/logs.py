@@ -8,9 +8,10 @@ This module owns how training and search curves are written for people to watch:
   unique `filename_suffix` (time in ns, process id, a counter): tensorboardX names files by the
   second, so two writers opened in one folder in the same second would otherwise write the same
   file. `SummaryWriter.flush()` flushes the file but not the queue its background thread has not
-  written yet (tensorboardX 2.6: a reader then misses the latest steps; tests/test_logs.py checks
-  this); only `close()` drains it. So `flush` here closes the run's writer, and the next value
-  opens a new event file: a run is a series of files, which TensorBoard reads in name order.
+  written yet (tensorboardX 2.6.5: after 3 values and `flush()`, a reader missed the latest ones in
+  30 of 30 trials); only `close()` drains it. So `flush` here closes the run's writer, and the
+  next value opens a new event file: a run is a series of files, which TensorBoard reads in name
+  order.
 * the same values as JSON lines in `<logdir>/metrics.jsonl`, one object per `scalars` call:
   `{"step": 3, "time": 1717171717.2, "reward/mean": 0.71, ...}` (plus `"run"` for sub-runs, NaN and
   infinities as null), which `pandas.read_json(path, lines=True)` reads directly.
@@ -40,10 +41,12 @@ import math
 import os
 import re
 import time
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import numpy as np
-from tensorboardX import SummaryWriter
+
+if TYPE_CHECKING:
+  from tensorboardX import SummaryWriter
 
 JSONL_NAME = "metrics.jsonl"
 CHILD_RUN_FORMAT = "children/child_{index:04d}"  # Sub-run of one child's training curves.
@@ -106,6 +109,9 @@ class MetricWriter:
     writer = self._writers.get(run)
     if writer is None:
       folder = os.path.join(self._logdir, run) if run else self._logdir
+      # Imported here: `import nasrl_jax.search` (which imports this module) stays free of
+      # tensorboardX until something is logged.
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       # flush_secs: the background thread's own periodic flush; `flush` below is what readers
       # can rely on.
       writer = SummaryWriter(logdir=folder, filename_suffix=_unique_suffix(), flush_secs=10)

@@ -1,35 +1,55 @@
-"""Orbax checkpoints for the controller state, the search's top-k children and exported models.
+"""Orbax checkpoints: the controller state, the search's children, and one-folder saves.
 
-This module owns every array that nasrl_jax writes to disk. Three streams, each an Orbax
-`CheckpointManager` or `Checkpointer` over a `CompositeCheckpointHandler`:
+This module owns how nasrl_jax puts arrays on disk and reads them back. (Which arrays and which
+metadata make an exported model is `export.py`'s business; it saves through `save_model` here.)
 
-* `ControllerCheckpointer`: the controller state (params, optax state, EMA baseline, step, raw
-  PRNG key data) after every controller step, asynchronously, keeping the last `max_to_keep`.
-  `restore(template)` returns the latest *good* step: a step whose commit marker is missing,
-  whose files are truncated/deleted, or whose bytes fail the stored SHA-256 is skipped with a
-  warning, moved to `<directory>/_corrupt/` (so the search can write that step number again)
-  and the previous step is tried.
-* `save_model` / `load_model`: one model (params as nested dicts of arrays + JSON metadata) in
-  one directory, loadable *without a template*, so a prediction script needs only the folder.
-* `ModelStore`: the search's children keyed by child index; optionally keeps only the
-  `max_to_keep` best by `score` (Orbax's best-N preservation). Each child's folder has the
-  same layout as `save_model`, so `load_model(store.path(i))` works.
+* `ControllerCheckpointer`: the controller state after every controller step (an Orbax
+  `CheckpointManager`, asynchronous, keeping the newest `max_to_keep`). `restore(template)`
+  returns the newest step that reads back intact. An unreadable step (truncated, deleted or
+  altered files) is moved to `<directory>/_corrupt/`, named in one warning line, and the step
+  before it is tried.
+* `ModelStore`: the search's children keyed by child index, optionally only the `max_to_keep` best
+  by score (Orbax's best-N retention).
+* `save_model` / `load_model` / `load_meta`: one pytree plus a JSON dict in one folder (an Orbax
+  `Checkpointer`), written atomically, replacing what is there.
 
-Every checkpoint folder holds three items: the arrays (`StandardSave`, OCDBT/zarr files), the
-caller's metadata (`JsonSave`, `meta/metadata`) and `integrity/metadata` (JSON: leaf paths,
-shapes, dtypes and a SHA-256 of the array bytes). The integrity item is what lets a restore tell
-a corrupt checkpoint (fall back) from a checkpoint of a different model (a user error: the
-config changed under the same workdir). Nothing is pickled.
+Every folder holds Orbax items: the arrays (`state/` or `params/`, OCDBT), `meta/metadata` (the
+caller's JSON, readable as is) and `checksums/metadata` (below). Nothing is pickled.
+
+What Orbax does, and is not redone here: atomic commits (temporary folder + rename; a commit file
+on GCS), cleaning up interrupted saves, refusing a step that exists, keeping the newest or best
+steps and, when the restore target is an abstract tree of sharded `jax.ShapeDtypeStruct`s (what
+`_abstract` builds), checking that the stored tree has the same structure and shapes. What it
+misses, and is kept here:
+
+* The array bytes: a flipped byte inside an array chunk restores as a different number without
+  any error (`test_orbax_alone_misses_a_flipped_array_byte`). So each save also writes a SHA-256
+  per leaf (`checksums`) and each restore compares them.
+* Which leaf differs: Orbax's shape error names no leaf. After a failed restore, `_mismatch`
+  compares the target with Orbax's own stored metadata to name it.
+* Quiet failures: Orbax runs each restore in a fresh asyncio loop that it closes without
+  cancelling the tasks still waiting on tensorstore; when a restore fails (a corrupt step),
+  their late completions hit the closed loop and Python prints "Event loop is closed" tracebacks.
+  `_quiet_restore_loop` gives Orbax loops that cancel and await their own tasks on close and drop
+  completions that arrive after it.
+
+Multi-process runs: Orbax saves are collective by default (every process calls save, process 0
+writes). `process_local=True` makes the calling process save alone, for weights only it holds:
+`MultiprocessingOptions(primary_host=this process, active_processes={this process})`, the arrays
+handed to Orbax as jax.Arrays (`_as_global`; its numpy handler writes only from process 0) and
+folders created synchronously (`_async_options`). Reads (`load_model`, `load_meta`) are always
+process-local: any process can load a model while the others do something else.
 """
 
 from __future__ import annotations
 
-import collections.abc
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional
 
 from absl import logging
 from etils import epath
@@ -40,38 +60,47 @@ import orbax.checkpoint as ocp
 
 from nasrl_jax.errors import UserInputError
 
-# Orbax writes this file into a step folder as its last act before the atomic rename (local
-# filesystems) or as the commit itself (GCS); a folder without it never finished saving.
-COMMIT_MARKER = "commit_success.txt"
 CORRUPT_SUBDIR = "_corrupt"
-_FORMAT = "nasrl_jax.checkpoint/1"
 # Item names inside every checkpoint folder.
-_ARRAYS = {"controller": "state", "model": "params"}
-_META = "meta"
-_INTEGRITY = "integrity"
+_STATE, _PARAMS, _META, _SUMS = "state", "params", "meta", "checksums"
+
+
+class _Corrupt(Exception):
+  """A checkpoint whose arrays do not read back as they were written."""
+
+
+class StructureMismatch(UserInputError):
+  """A readable checkpoint whose tree differs from the restore target.
+
+  Attributes:
+    leaf: the first differing leaf's path ('params/convs/0/bias').
+    stored: its stored shape, or None when the checkpoint lacks it.
+    wanted: the target's shape, or None when the target lacks it.
+  """
+
+  def __init__(self, where: str, leaf: str, stored, wanted, differ: int):
+    self.leaf, self.stored, self.wanted = leaf, stored, wanted
+    got = "missing" if stored is None else f"shape {stored}"
+    need = "absent" if wanted is None else f"shape {wanted}"
+    super().__init__(f"{where}: {differ} stored array(s) do not fit; first {leaf}: stored {got}, "
+                     f"expected {need}")
 
 
 # ----------------------------------------------------------------------------- shared helpers
 
 
-class _CorruptCheckpoint(Exception):
-  """A checkpoint folder that cannot be read back as it was written."""
-
-
-class _IncompatibleCheckpoint(Exception):
-  """A readable checkpoint whose tree does not match the caller's template."""
-
-
 def _short(err: BaseException, limit: int = 240) -> str:
   """First line of an exception, type included, cut to `limit` characters (for one-line logs)."""
   text = str(err).strip().splitlines()
-  first = text[0] if text else ""
-  msg = f"{type(err).__name__}: {first}"
+  msg = f"{type(err).__name__}: {text[0] if text else ''}"
   return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
 def _check_json(meta: Any, what: str) -> dict:
-  """Returns `meta` as a dict after checking it is JSON-serializable (before any async work)."""
+  """`meta` as a dict, checked to be JSON before any (asynchronous) Orbax work starts.
+
+  Orbax's JsonSave would fail later in a background thread and leave a temporary folder behind.
+  """
   if not isinstance(meta, Mapping):
     raise TypeError(f"{what} must be a dict of JSON values, got {type(meta).__name__}")
   meta = dict(meta)
@@ -82,52 +111,233 @@ def _check_json(meta: Any, what: str) -> dict:
   return meta
 
 
-def _leaf_dtype_shape(leaf: Any) -> tuple[np.dtype, tuple[int, ...]]:
-  """(dtype, shape) of an array, scalar or jax.ShapeDtypeStruct without copying device data."""
-  if hasattr(leaf, "dtype") and hasattr(leaf, "shape"):
-    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-      return leaf.dtype, tuple(int(d) for d in leaf.shape)  # Rejected by _check_leaf.
-    return jnp.dtype(leaf.dtype), tuple(int(d) for d in leaf.shape)
-  arr = np.asarray(leaf)
-  return arr.dtype, arr.shape
+def _leaf_path(path) -> str:
+  """'params/convs/0/kernel': the same string for int and str dict keys (Orbax stores str)."""
+  return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
-def _check_leaf(leaf: Any, where: str) -> None:
-  dtype, _ = _leaf_dtype_shape(leaf)
-  if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-    raise TypeError(f"{where}: typed PRNG key arrays are not saved; pass "
-                    "jax.random.key_data(key) (raw uint32) and wrap it back after restore")
-  if dtype == np.dtype(object):
-    raise TypeError(f"{where}: leaf of type {type(leaf).__name__} is not a numeric array")
+def _is_key(x) -> bool:
+  return jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
 
 
-def _sha256(leaves: Sequence[Any], dtypes: Sequence[np.dtype]) -> str:
-  """SHA-256 over the bytes of `leaves`, each cast to the dtype it was saved with.
+def _digest(leaf) -> str:
+  """SHA-256 of one leaf's values as a restored jax.Array holds them.
 
-  Casting to the saved dtype makes the digest independent of the template's dtypes (Orbax
-  casts on restore, e.g. a Python int saved as int64 and restored into an int32 template).
+  Orbax casts to the restore target's dtype (a Python int saved as int64 comes back as int32 into
+  a `jax.eval_shape` template) and JAX narrows 64-bit values unless `jax_enable_x64`; so
+  integers are hashed as JAX's default int, floats of up to 32 bits as float32 and wider floats
+  as JAX's default float. Exact casts and that narrowing leave the digest as it was; changed
+  bytes do not.
   """
-  h = hashlib.sha256()
-  for leaf, dtype in zip(leaves, dtypes):
-    arr = np.ascontiguousarray(np.asarray(leaf, dtype=dtype))
-    h.update(memoryview(arr).cast("B"))
-  return h.hexdigest()
+  arr = np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
+  if jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == np.bool_:
+    arr = arr.astype(jax.dtypes.canonicalize_dtype(np.int64), copy=False)
+  elif jnp.issubdtype(arr.dtype, jnp.floating):
+    wide = jax.dtypes.canonicalize_dtype(np.float64)
+    arr = arr.astype(np.float32 if arr.dtype.itemsize <= 4 else wide, copy=False)
+  return hashlib.sha256(np.ascontiguousarray(arr).reshape(-1).view(np.uint8)).hexdigest()
 
 
-def _is_committed(path: epath.Path) -> bool:
-  return (path / COMMIT_MARKER).exists()
+def _checksums(tree) -> dict[str, str]:
+  return {_leaf_path(p): _digest(x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-# ----------------------------------------------------------------------- controller checkpoints
+def _verify(tree, saved: Mapping[str, str]) -> None:
+  """Raises _Corrupt unless every leaf of `tree` has the checksum saved with it."""
+  got = _checksums(tree)
+  bad = sorted(p for p in set(got) | set(saved) if got.get(p) != saved.get(p))
+  if bad:
+    raise _Corrupt(f"{len(bad)} array(s) differ from the checksums saved with them, first "
+                   f"{bad[0] or '(root)'}")
 
 
-def _controller_signature(tree: Any) -> list[dict]:
-  """[{path, shape, dtype}] of a pytree, paths as `jax.tree_util.keystr` strings."""
-  out = []
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    dtype, shape = _leaf_dtype_shape(leaf)
-    out.append({"path": jax.tree_util.keystr(path), "shape": list(shape), "dtype": dtype.name})
-  return out
+def _abstract(template) -> Any:
+  """The restore target for `template`: array leaves become sharded `jax.ShapeDtypeStruct`s.
+
+  With a sharding Orbax restores `jax.Array`s and checks every stored shape against the target;
+  with plain numpy or unsharded targets it returns whatever shape is stored. Python scalars stay
+  as they are (Orbax restores them as Python scalars).
+  """
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def one(leaf):
+    if isinstance(leaf, (jax.Array, jax.ShapeDtypeStruct, np.ndarray, np.generic)):
+      sharding = getattr(leaf, "sharding", None)
+      if not isinstance(sharding, jax.sharding.Sharding):
+        sharding = device
+      return jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype, sharding=sharding)
+    return leaf
+
+  return jax.tree.map(one, template)
+
+
+def _shape(leaf) -> tuple[int, ...]:
+  if _is_key(leaf):  # Stored as its raw key data.
+    return tuple(jax.eval_shape(jax.random.key_data, leaf).shape)
+  return tuple(int(d) for d in getattr(leaf, "shape", None) or np.shape(leaf))
+
+
+def _mismatch(item_dir: epath.Path, target, where: str) -> Optional[StructureMismatch]:
+  """The first leaf whose presence or shape differs between `target` and the stored item.
+
+  Read from Orbax's own metadata; None when they agree or the metadata is unreadable (then the
+  failure was corruption, not a different model).
+  """
+  try:
+    stored = ocp.StandardCheckpointHandler().metadata(item_dir).tree
+  except Exception:  # pylint: disable=broad-except
+    return None
+  have = {_leaf_path(p): _shape(m) for p, m in jax.tree_util.tree_flatten_with_path(stored)[0]}
+  want = {_leaf_path(p): _shape(x) for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
+  differ = sorted(p for p in set(have) | set(want) if have.get(p) != want.get(p))
+  if not differ:
+    return None
+  leaf = differ[0]
+  return StructureMismatch(where, leaf, have.get(leaf), want.get(leaf), len(differ))
+
+
+class _OwnTasksLoop(asyncio.SelectorEventLoop):
+  """An event loop that, when closed, cancels and awaits its own pending tasks (as `asyncio.run`
+  does), and ignores completions that tensorstore threads deliver after it closed."""
+
+  def call_soon_threadsafe(self, callback, *args, context=None):
+    if self.is_closed():
+      return None  # A read of a restore that already failed: nobody awaits it.
+    return super().call_soon_threadsafe(callback, *args, context=context)
+
+  def close(self):
+    if not self.is_closed() and not self.is_running():
+      pending = [t for t in asyncio.all_tasks(self) if not t.done()]
+      for task in pending:
+        task.cancel()
+      if pending:  # Awaiting them also retrieves their exceptions (no "never retrieved" logs).
+        self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    super().close()
+
+
+class _OwnTasksPolicy(asyncio.DefaultEventLoopPolicy):
+
+  def new_event_loop(self):
+    return _OwnTasksLoop()
+
+
+@contextlib.contextmanager
+def _quiet_restore_loop():
+  """Orbax restores inside this block get `_OwnTasksLoop`s (it asks asyncio for a new loop).
+
+  Event-loop policies are process-wide: another thread that creates a loop meanwhile (an Orbax
+  background save) gets the same loop, which behaves as asyncio's own until it is closed.
+  """
+  previous = asyncio.get_event_loop_policy()
+  asyncio.set_event_loop_policy(_OwnTasksPolicy())
+  try:
+    yield
+  finally:
+    asyncio.set_event_loop_policy(previous)
+
+
+def _multiprocessing(process_local: bool) -> ocp.options.MultiprocessingOptions:
+  """Orbax's default (collective) options, or options for a save by this process alone."""
+  if not process_local:
+    return ocp.options.MultiprocessingOptions()
+  i = jax.process_index()
+  # This process is the primary of its own save (it writes the metadata and the commit), and
+  # the only participant of its barriers, under a per-process key prefix: processes saving alone
+  # at the same time must not meet at each other's barriers (same key, other participants).
+  # (primary_host=None, "every process is primary", works too but makes Orbax log a warning
+  # on every restore.)
+  return ocp.options.MultiprocessingOptions(primary_host=i, active_processes={i},
+                                            barrier_sync_key_prefix=f"nasrl_process_{i}")
+
+
+def _local_array_handler() -> ocp.PyTreeCheckpointHandler:
+  """The arrays handler of a save by this process alone: it writes this process's jax.Arrays.
+
+  Orbax's numpy and scalar handlers write only from process 0 whatever the multiprocessing
+  options (in a 2-process run, process 1's process-local save held no array data), so such saves
+  hand Orbax jax.Arrays and this ArrayHandler, as Orbax's own process-local checkpoints
+  (`replicator_checkpoint_manager`) do.
+  """
+  local = ocp.type_handlers.create_type_handler_registry(
+      (jax.Array, ocp.type_handlers.ArrayHandler(primary_host=jax.process_index(),
+                                                 replica_id=None, use_replica_parallel=False)))
+  return ocp.PyTreeCheckpointHandler(multiprocessing_options=_multiprocessing(True),
+                                     type_handler_registry=local)
+
+
+def _async_options(process_local: bool) -> ocp.options.AsyncOptions:
+  """Synchronous folder creation for process-local saves.
+
+  Orbax signals "folder created" to the other processes through the distributed key-value store
+  under keys numbered by a per-process operation counter; processes saving alone at the same
+  time then read and delete each other's signals (a 2-process test hung on one).
+  """
+  return ocp.options.AsyncOptions(create_directories_asynchronously=not process_local)
+
+
+def _as_global(x) -> jax.Array:
+  """This process's host array as a jax.Array replicated over one device of every process.
+
+  Orbax refuses to save fully addressable (host-local) jax.Arrays in a multi-process run, and
+  its numpy handler writes only from process 0. `make_array_from_single_device_arrays` only
+  needs this process's shard, so no other process takes part.
+  """
+  x = np.asarray(x)
+  firsts = {}
+  for d in jax.devices():
+    firsts.setdefault(d.process_index, d)
+  mesh = jax.sharding.Mesh(np.array([firsts[p] for p in sorted(firsts)]), ("processes",))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  mine = firsts[jax.process_index()]
+  return jax.make_array_from_single_device_arrays(x.shape, sharding, [jax.device_put(x, mine)])
+
+
+def _registry(arrays: str, process_local: bool):
+  """Handlers for the three items, all with the same multiprocessing options.
+
+  Orbax creates handlers it was not given with the default (collective) options, so a
+  process-local save must name every item's handler.
+  """
+  mp = _multiprocessing(process_local)
+  registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+  registry.add(arrays, ocp.args.StandardRestore,
+               ocp.StandardCheckpointHandler(multiprocessing_options=mp))
+  if process_local:
+    registry.add(arrays, ocp.args.PyTreeSave, _local_array_handler())
+  else:
+    registry.add(arrays, ocp.args.StandardSave,
+                 ocp.StandardCheckpointHandler(multiprocessing_options=mp))
+  for item in (_META, _SUMS):
+    handler = ocp.JsonCheckpointHandler(multiprocessing_options=mp)
+    registry.add(item, ocp.args.JsonSave, handler)
+    registry.add(item, ocp.args.JsonRestore, handler)
+  return registry
+
+
+def _save_args(arrays: str, tree: Any, meta: Mapping, what: str,
+               process_local: bool = False) -> ocp.args.Composite:
+  """Composite save args; arrays are copied to host first (checksums need the bytes anyway)."""
+  meta = _check_json(meta, what)
+  host = jax.device_get(tree)
+  if process_local:  # See _local_array_handler.
+    saved = ocp.args.PyTreeSave(jax.tree.map(_as_global, host))
+  else:
+    saved = ocp.args.StandardSave(host)
+  return ocp.args.Composite(**{arrays: saved, _META: ocp.args.JsonSave(meta),
+                               _SUMS: ocp.args.JsonSave(_checksums(host))})
+
+
+def _restore_args(folder: epath.Path, arrays: str, target) -> ocp.args.Composite:
+  args = {arrays: ocp.args.StandardRestore(target), _META: ocp.args.JsonRestore()}
+  if (folder / _SUMS).is_dir():  # Folders written before checksums existed restore unchecked.
+    args[_SUMS] = ocp.args.JsonRestore()
+  return ocp.args.Composite(**args)
+
+
+def _check_restored(restored, arrays: str) -> tuple[Any, dict]:
+  if _SUMS in restored and restored[_SUMS] is not None:
+    _verify(restored[arrays], restored[_SUMS])
+  return restored[arrays], dict(restored[_META] or {})
 
 
 class _Managed:
@@ -151,6 +361,9 @@ class _Managed:
     self.close()
 
 
+# ----------------------------------------------------------------------- controller checkpoints
+
+
 class ControllerCheckpointer(_Managed):
   """Checkpoints the controller state after every controller step; resumes from the latest good one.
 
@@ -162,10 +375,10 @@ class ControllerCheckpointer(_Managed):
       ...
       ckpt.save(step, state, {"history_len": n, "config_hash": h})
 
-  `state` is any pytree of jax/numpy arrays and Python scalars (optax namedtuples included);
-  PRNG keys must be raw `jax.random.key_data` (uint32). Saves are asynchronous: `save` returns
-  once the arrays are copied to host; `wait()` / `close()` block until they are on disk.
-  Not thread-safe; one process per directory.
+  `state` is any pytree of jax/numpy arrays and Python scalars (optax namedtuples and typed PRNG
+  keys included). Saves are asynchronous: `save` returns once the arrays are copied to host;
+  `wait()` / `close()` block until they are on disk. Not thread-safe; one process per directory
+  (every process of a multi-process run calls it: Orbax saves collectively).
   """
 
   def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3, *,
@@ -181,12 +394,9 @@ class ControllerCheckpointer(_Managed):
       raise ValueError(f"max_to_keep must be an int >= 1, got {max_to_keep!r}")
     self._dir = epath.Path(directory).absolute()
     self._mngr = ocp.CheckpointManager(self._dir, options=ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep,
-        create=True,
-        # Leftover `<step>.orbax-checkpoint-tmp-*` folders are saves a crash interrupted.
-        cleanup_tmp_directories=True,
-        enable_async_checkpointing=async_save,
-    ))
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+        # Leftover `<step>.orbax-checkpoint-tmp*` folders are saves a crash interrupted.
+        cleanup_tmp_directories=True))
 
   @property
   def directory(self) -> epath.Path:
@@ -202,290 +412,202 @@ class ControllerCheckpointer(_Managed):
         as lists.
 
     Raises:
-      ValueError: `step` is not above the latest saved step (restore first), or is negative.
-      TypeError: `meta` is not JSON, or `state` holds non-array leaves or typed PRNG keys.
+      ValueError: `step` is negative or not above the latest saved step (restore first).
+      TypeError: `meta` is not JSON.
     """
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
       raise ValueError(f"step must be an int >= 0, got {step!r}")
     step = int(step)
-    meta = _check_json(meta, "controller checkpoint meta")
-    leaves_with_path = jax.tree_util.tree_flatten_with_path(state)[0]
-    for path, leaf in leaves_with_path:
-      _check_leaf(leaf, f"controller state{jax.tree_util.keystr(path)}")
+    # Orbax refuses an existing step but saves a smaller one, which restore would then never pick.
     latest = self._mngr.latest_step()  # Includes a save still in flight.
     if latest is not None and step <= latest:
       raise ValueError(f"cannot save controller step {step} in {self._dir}: step {latest} "
                        "is already there (call restore() and continue after it)")
-    signature = _controller_signature(state)
-    leaves = [leaf for _, leaf in leaves_with_path]
-    integrity = {"format": _FORMAT, "kind": "controller", "leaves": signature,
-                 "sha256": _sha256(leaves, [np.dtype(jnp.dtype(s["dtype"])) for s in signature])}
-    saved = self._mngr.save(step, args=ocp.args.Composite(**{
-        _ARRAYS["controller"]: ocp.args.StandardSave(state),
-        _META: ocp.args.JsonSave(meta),
-        _INTEGRITY: ocp.args.JsonSave(integrity),
-    }), force=True)
-    if not saved:  # force=True bypasses the save policy, so this is an Orbax surprise.
+    args = _save_args(_STATE, state, meta, "controller checkpoint meta")
+    if not self._mngr.save(step, args=args, force=True):  # force: no save-interval policy.
       raise RuntimeError(f"Orbax did not save controller step {step} in {self._dir}")
 
   def all_steps(self) -> list[int]:
-    """Committed steps on disk, ascending (waits for saves in flight)."""
+    """Steps on disk, ascending (waits for saves in flight)."""
     self.wait()
     self._mngr.reload()
-    return sorted(s for s in self._mngr.all_steps() if _is_committed(self._step_dir(s)))
+    return sorted(self._mngr.all_steps())
 
   def latest_step(self) -> int | None:
-    """The newest committed step (it may still fail to restore), or None if there is none."""
+    """The newest step on disk (it may still fail to restore), or None if there is none."""
     steps = self.all_steps()
     return steps[-1] if steps else None
 
   def restore(self, template_state: Any) -> tuple[int, Any, dict] | None:
-    """Restores the latest good checkpoint into the structure of `template_state`.
+    """Restores the newest good step into the structure of `template_state`.
 
-    Newer steps that cannot be read (no commit marker, truncated or missing files, checksum
-    mismatch) are skipped with a `logging.warning` naming the step, and moved to
-    `<directory>/_corrupt/` so that the caller can save those step numbers again.
+    Newer steps that cannot be read back intact are moved to `<directory>/_corrupt/` (so the
+    caller can save those step numbers again), each named in one `logging.warning` line.
 
     Args:
       template_state: a pytree with the structure, shapes and dtypes of the saved state
         (concrete arrays or `jax.ShapeDtypeStruct`s); namedtuples such as optax's
-        `ScaleByAdamState` come back as the same types.
+        `ScaleByAdamState` come back as the same types, array leaves as `jax.Array`s.
 
     Returns:
-      (step, state, meta) of the latest good step, or None when no step is readable.
+      (step, state, meta) of the newest good step, or None when no step is readable.
 
     Raises:
-      UserInputError: a readable checkpoint holds a state of another structure or shape
-        (e.g. the controller config changed under the same workdir).
+      UserInputError: a readable step holds a state of another structure or shape (e.g. the
+        controller config changed under the same workdir).
     """
-    template_sig = _controller_signature(template_state)
+    target = _abstract(template_state)
     self.wait()
     self._mngr.reload()
-    skipped = []
-    result = None
+    skipped, result = [], None
     for step in sorted(self._mngr.all_steps(), reverse=True):
+      folder = self._dir / str(step)
       try:
-        state, meta = self._restore_step(step, template_state, template_sig)
-      except _IncompatibleCheckpoint as e:
+        with _quiet_restore_loop():
+          try:
+            restored = self._mngr.restore(step, args=_restore_args(folder, _STATE, target))
+          except Exception as e:  # pylint: disable=broad-except
+            mismatch = _mismatch(folder / _STATE, target, str(folder))
+            if mismatch is not None:
+              raise mismatch from None
+            raise
+        state, meta = _check_restored(restored, _STATE)
+      except StructureMismatch as e:
         raise UserInputError(
-            f"{self._step_dir(step)}: saved controller state does not match this config "
-            f"({e}); resume with the config that wrote it or use a new --workdir") from None
+            f"{e}: the saved controller state does not match this config; resume with the "
+            "config that wrote it or use a new --workdir") from None
       except Exception as e:  # pylint: disable=broad-except
         # Corruption shows up as many exception types (tensorstore ValueError, JSON errors,
-        # OSError, UnicodeDecodeError): any failure to read a step means "try the one before".
-        logging.warning("Controller checkpoint step %d in %s is unreadable (%s); skipping it "
-                        "and falling back to the previous step.", step, self._dir, _short(e))
-        skipped.append(step)
+        # OSError, _Corrupt): any failure to read a step means "try the one before".
+        skipped.append((step, _short(e)))
         continue
       result = (step, state, meta)
       break
+    for step, why in skipped:
+      moved = self._quarantine(step)
+      then = (f"resuming from step {result[0]}" if result else
+              "no earlier step is readable, starting over")
+      logging.warning("Controller checkpoint step %d in %s is unreadable (%s); moved it to %s, "
+                      "%s.", step, self._dir, why, moved, then)
     if skipped:
-      self._quarantine(skipped)
+      self._mngr.reload()
     return result
 
-  def _restore_step(self, step: int, template: Any, template_sig: list[dict]):
-    path = self._step_dir(step)
-    if not _is_committed(path):
-      raise _CorruptCheckpoint(f"no {COMMIT_MARKER}: the save never finished")
-    integrity = self._mngr.restore(step, args=ocp.args.Composite(
-        **{_INTEGRITY: ocp.args.JsonRestore()}))[_INTEGRITY]
-    if integrity.get("format") != _FORMAT or integrity.get("kind") != "controller":
-      raise _CorruptCheckpoint(f"{_INTEGRITY} item is not a {_FORMAT} controller record")
-    saved_sig = integrity["leaves"]
-    _compare_signatures(saved_sig, template_sig)
-    restored = self._mngr.restore(step, args=ocp.args.Composite(**{
-        _ARRAYS["controller"]: ocp.args.StandardRestore(template),
-        _META: ocp.args.JsonRestore(),
-    }))
-    state = restored[_ARRAYS["controller"]]
-    leaves = jax.tree_util.tree_leaves(state)
-    digest = _sha256(leaves, [np.dtype(jnp.dtype(s["dtype"])) for s in saved_sig])
-    if digest != integrity["sha256"]:
-      raise _CorruptCheckpoint("array bytes do not match the stored SHA-256")
-    return state, dict(restored[_META])
-
-  def _step_dir(self, step: int) -> epath.Path:
-    return self._dir / str(step)
-
-  def _quarantine(self, steps: Sequence[int]) -> None:
-    """Moves unreadable step folders aside (kept for inspection, invisible to Orbax)."""
-    target_root = self._dir / CORRUPT_SUBDIR
-    target_root.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for step in steps:
-      src = self._step_dir(step)
-      if not src.exists():
-        continue
-      dst = target_root / f"{step}-{stamp}"
-      n = 1
-      while dst.exists():
-        dst = target_root / f"{step}-{stamp}-{n}"
-        n += 1
-      src.rename(dst)
-      logging.warning("Moved unreadable controller checkpoint %s to %s.", src, dst)
-    self._mngr.reload()
-
-
-def _compare_signatures(saved: list[dict], expected: list[dict]) -> None:
-  """Raises _IncompatibleCheckpoint naming the first path whose presence or shape differs.
-
-  Dtypes are not compared: Orbax casts to the template's dtype (e.g. Python int -> int32).
-  """
-  saved_map = {s["path"]: tuple(s["shape"]) for s in saved}
-  exp_map = {s["path"]: tuple(s["shape"]) for s in expected}
-  if saved_map == exp_map:
-    return
-  for path in sorted(set(saved_map) | set(exp_map)):
-    a, b = saved_map.get(path), exp_map.get(path)
-    if a != b:
-      differ = sum(saved_map.get(p) != exp_map.get(p) for p in set(saved_map) | set(exp_map))
-      stored = "missing" if a is None else f"shape {a}"
-      wanted = "absent" if b is None else f"shape {b}"
-      raise _IncompatibleCheckpoint(
-          f"{differ} leaves differ; first {path}: stored {stored}, template {wanted}")
+  def _quarantine(self, step: int) -> epath.Path:
+    """Moves an unreadable step folder aside: kept for inspection, invisible to Orbax."""
+    root = self._dir / CORRUPT_SUBDIR
+    root.mkdir(parents=True, exist_ok=True)
+    dst = root / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while dst.exists():
+      dst = root / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+      n += 1
+    (self._dir / str(step)).rename(dst)
+    return dst
 
 
 # ----------------------------------------------------------------------------------- models
 
 
-def _flatten_params(tree: Any, prefix: tuple = ()) -> tuple[list, list]:
-  """Flattens nested Mappings into ([(keys, leaf)], [keys of empty mappings])."""
-  if not isinstance(tree, collections.abc.Mapping):
-    raise TypeError(f"params{_keys_str(prefix)}: model params must be nested dicts of "
-                    f"arrays, got {type(tree).__name__}")
-  leaves, empty = [], []
-  if not tree:
-    empty.append(prefix)
-  for key, value in tree.items():
-    if isinstance(key, bool) or not isinstance(key, (str, int)):
-      raise TypeError(f"params{_keys_str(prefix)}: dict keys must be str or int, got {key!r}")
-    keys = prefix + (key,)
-    if isinstance(value, collections.abc.Mapping):
-      sub_leaves, sub_empty = _flatten_params(value, keys)
-      leaves += sub_leaves
-      empty += sub_empty
-    elif isinstance(value, (list, tuple)) or value is None:
-      raise TypeError(f"params{_keys_str(keys)}: model params must be nested dicts of arrays, "
-                      f"got {type(value).__name__} (convert NNX state with to_pure_dict())")
-    else:
-      _check_leaf(value, f"params{_keys_str(keys)}")
-      leaves.append((keys, value))
-  return leaves, empty
-
-
-def _keys_str(keys: Sequence) -> str:
-  return "".join(f"[{k!r}]" for k in keys)
-
-
-def _set_path(tree: dict, keys: Sequence, value: Any) -> None:
-  for k in keys[:-1]:
-    tree = tree.setdefault(k, {})
-  tree[keys[-1]] = value
-
-
-def _model_args(params: Mapping, metadata: Mapping) -> ocp.args.Composite:
-  """Composite save args for one model; params are copied to host numpy first."""
-  metadata = _check_json(metadata, "model metadata")
-  # A host copy: Orbax then stores numpy arrays, and a template-free restore returns numpy.
-  params = jax.device_get(params)
-  leaves, empty = _flatten_params(params)
-  dtypes = [np.asarray(leaf).dtype for _, leaf in leaves]
-  integrity = {
-      "format": _FORMAT, "kind": "model",
-      "leaves": [{"path": list(keys), "shape": list(np.shape(leaf)), "dtype": dt.name}
-                 for (keys, leaf), dt in zip(leaves, dtypes)],
-      "empty": [list(keys) for keys in empty],
-      "sha256": _sha256([leaf for _, leaf in leaves], dtypes),
-  }
-  return ocp.args.Composite(**{
-      _ARRAYS["model"]: ocp.args.StandardSave(params),
-      _META: ocp.args.JsonSave(metadata),
-      _INTEGRITY: ocp.args.JsonSave(integrity),
-  })
-
-
-def save_model(directory: str | os.PathLike, params: Mapping, metadata: Mapping[str, Any],
-               ) -> None:
-  """Writes one model (params + JSON metadata) to `directory`, replacing what is there.
+def save_model(directory: str | os.PathLike, tree: Any, meta: Mapping[str, Any], *,
+               process_local: bool = False) -> None:
+  """Writes one pytree of arrays and a JSON dict to `directory`, atomically, replacing it.
 
   Args:
-    directory: the model's folder (e.g. `workdir/models/NASRL`); written atomically by Orbax
-      (temporary folder + rename), then holds `params/`, `meta/metadata` (the JSON, readable
-      as is) and `integrity/metadata`.
-    params: nested dicts (str or int keys) of jax/numpy arrays, e.g. NNX `state.to_pure_dict()`.
-    metadata: JSON-serializable dict: architecture, head, input shape, preprocessing, metrics.
+    directory: the folder (e.g. `workdir/models/NASRL`); afterwards it holds `params/`,
+      `meta/metadata` (the JSON, readable as is) and `checksums/metadata`.
+    tree: nested dicts of jax/numpy arrays (device or host); int dict keys are stored as str.
+    meta: JSON-serializable dict.
+    process_local: save from this process alone in a multi-process run (default: collective).
 
   Raises:
-    TypeError: params are not nested dicts of numeric arrays, or metadata is not JSON.
+    TypeError: meta is not JSON.
+    ValueError: Orbax's refusal of a leaf type (one that is not an array or scalar).
   """
-  args = _model_args(params, metadata)
+  args = _save_args(_PARAMS, tree, meta, "model metadata", process_local)
   path = epath.Path(directory).absolute()
   path.parent.mkdir(parents=True, exist_ok=True)
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+  with _checkpointer(process_local) as ckptr:
     ckptr.save(path, args=args, force=True)
 
 
-def load_model(directory: str | os.PathLike) -> tuple[dict, dict]:
-  """Loads a model written by `save_model` (or a `ModelStore` child) without any template.
+def _checkpointer(process_local: bool) -> ocp.Checkpointer:
+  mp = _multiprocessing(process_local)
+  handler = ocp.CompositeCheckpointHandler(
+      composite_options=ocp.CompositeOptions(multiprocessing_options=mp,
+                                             async_options=_async_options(process_local)),
+      handler_registry=_registry(_PARAMS, process_local))
+  return ocp.Checkpointer(handler, multiprocessing_options=mp)
 
-  Args:
-    directory: the model's folder.
 
-  Returns:
-    (params, metadata): params as nested dicts of numpy arrays with the saved keys (int keys
-    stay int), bitwise equal to what was saved; metadata as the saved JSON dict.
+def _check_folder(path: epath.Path) -> None:
+  if not path.is_dir():
+    raise UserInputError(f"{path}: no such model folder")
+  missing = [item for item in (_PARAMS, _META) if not (path / item).is_dir()]
+  if missing:
+    # The usual slip is naming the parent (W/models instead of W/models/NASRL): say what is in it.
+    inside = sorted(p.name for p in path.iterdir()
+                    if (p / _PARAMS).is_dir() and (p / _META).is_dir())
+    hint = f"; model folders inside it: {', '.join(inside)}" if inside else ""
+    raise UserInputError(f"{path}: not a nasrl_jax model folder (no {' or '.join(missing)} "
+                         f"item, as written by Orbax){hint}")
+
+
+def load_meta(directory: str | os.PathLike) -> dict:
+  """The JSON dict of a `save_model` folder, without reading any array.
 
   Raises:
-    UserInputError: the folder is missing, incomplete, or fails its integrity check.
+    UserInputError: the folder is missing, not a model folder, or its JSON is unreadable.
   """
   path = epath.Path(directory).absolute()
-  if not path.is_dir():
-    raise UserInputError(f"{path}: no such model checkpoint folder")
-  if not _is_committed(path):
-    raise UserInputError(f"{path}: incomplete model checkpoint (no {COMMIT_MARKER}; the save "
-                         "was interrupted)")
+  _check_folder(path)
   try:
-    return _load_model(path)
+    with _checkpointer(process_local=True) as ckptr:
+      meta = ckptr.restore(path, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserInputError(f"{path}: unreadable model metadata ({_short(e)})") from None
+  if not isinstance(meta[_META], dict):
+    raise UserInputError(f"{path}: model metadata is not a JSON object")
+  return meta[_META]
+
+
+def load_model(directory: str | os.PathLike, template: Any = None) -> tuple[Any, dict]:
+  """Loads a `save_model` folder (or a `ModelStore` child).
+
+  Args:
+    directory: the folder.
+    template: the tree to restore into (arrays or `jax.ShapeDtypeStruct`s): Orbax then checks
+      every stored leaf's presence and shape and returns `jax.Array`s on the first local device.
+      None restores whatever is stored (numpy arrays; int dict keys come back as str).
+
+  Returns:
+    (tree, meta), the arrays equal to those saved (checked against their checksums).
+
+  Raises:
+    StructureMismatch: (a UserInputError) the stored tree does not fit `template`.
+    UserInputError: the folder is missing, not a model folder, unreadable or corrupt.
+  """
+  path = epath.Path(directory).absolute()
+  _check_folder(path)
+  target = None if template is None else _abstract(template)
+  try:
+    with _quiet_restore_loop():
+      try:
+        # A read needs no other process: process-local options, so that one process of a
+        # multi-process run can load a model while the others do something else.
+        with _checkpointer(process_local=True) as ckptr:
+          restored = ckptr.restore(path, args=_restore_args(path, _PARAMS, target))
+      except Exception as e:  # pylint: disable=broad-except
+        mismatch = None if target is None else _mismatch(path / _PARAMS, target, str(path))
+        if mismatch is not None:
+          raise mismatch from None
+        raise
+    return _check_restored(restored, _PARAMS)
   except UserInputError:
     raise
   except Exception as e:  # pylint: disable=broad-except
     raise UserInputError(f"{path}: model checkpoint is unreadable or corrupt "
                          f"({_short(e)})") from None
-
-
-def _load_model(path: epath.Path) -> tuple[dict, dict]:
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-    restored = ckptr.restore(path, args=ocp.args.Composite(**{
-        _ARRAYS["model"]: ocp.args.StandardRestore(),
-        _META: ocp.args.JsonRestore(),
-        _INTEGRITY: ocp.args.JsonRestore(),
-    }))
-  integrity = restored[_INTEGRITY]
-  if integrity.get("format") != _FORMAT or integrity.get("kind") != "model":
-    raise UserInputError(f"{path}: not a nasrl_jax model checkpoint ({_INTEGRITY} item is "
-                         f"not a {_FORMAT} model record)")
-  raw = restored[_ARRAYS["model"]]
-  params: dict = {}
-  leaves, dtypes = [], []
-  for entry in integrity["leaves"]:
-    keys = entry["path"]
-    node = raw
-    for k in keys:  # Orbax restores int dict keys as strings.
-      node = node[str(k)] if str(k) in node else node[k]
-    arr = np.asarray(node)
-    if list(arr.shape) != list(entry["shape"]):
-      raise _CorruptCheckpoint(f"params{_keys_str(keys)} has shape {arr.shape}, "
-                               f"saved {tuple(entry['shape'])}")
-    dtype = np.dtype(jnp.dtype(entry["dtype"]))
-    _set_path(params, keys, arr)
-    leaves.append(arr)
-    dtypes.append(dtype)
-  for keys in integrity.get("empty", []):
-    if keys:
-      _set_path(params, keys, {})
-  if _sha256(leaves, dtypes) != integrity["sha256"]:
-    raise _CorruptCheckpoint("array bytes do not match the stored SHA-256")
-  return params, dict(restored[_META])
 
 
 class ModelStore(_Managed):
@@ -499,36 +621,43 @@ class ModelStore(_Managed):
   """
 
   def __init__(self, directory: str | os.PathLike, max_to_keep: int | None = None, *,
-               async_save: bool = True):
+               async_save: bool = True, process_local: bool = False):
     """Opens (creating if needed) a children store.
 
     Args:
       directory: folder holding one sub-folder per child index.
       max_to_keep: keep only this many best-scoring children; None keeps all.
-      async_save: write in a background thread (`save` returns after the host copy; do not
-        modify numpy arrays passed to `save` until `wait()`).
+      async_save: write in a background thread (`save` returns after the host copy).
+      process_local: this process saves alone (in a multi-process run, the store of the children
+        this process trained; give each process its own directory). Default: collective saves.
     """
     if max_to_keep is not None and (isinstance(max_to_keep, bool) or
                                     not isinstance(max_to_keep, int) or max_to_keep < 1):
       raise ValueError(f"max_to_keep must be None or an int >= 1, got {max_to_keep!r}")
     self._dir = epath.Path(directory).absolute()
     self._max_to_keep = max_to_keep
-    options = dict(create=True, cleanup_tmp_directories=True,
-                   enable_async_checkpointing=async_save)
+    self._process_local = process_local
+    # Orbax refuses create=True with active_processes set: the folder is made here.
+    self._dir.mkdir(parents=True, exist_ok=True)
+    options = dict(create=False, cleanup_tmp_directories=True,
+                   enable_async_checkpointing=async_save,
+                   multiprocessing_options=_multiprocessing(process_local),
+                   async_options=_async_options(process_local))
     if max_to_keep is not None:
       options.update(max_to_keep=max_to_keep, best_fn=lambda m: m["score"], best_mode="max",
                      keep_checkpoints_without_metrics=False)
-    self._mngr = ocp.CheckpointManager(self._dir, options=ocp.CheckpointManagerOptions(**options))
+    self._mngr = ocp.CheckpointManager(self._dir, options=ocp.CheckpointManagerOptions(**options),
+                                       handler_registry=_registry(_PARAMS, process_local))
 
   @property
   def directory(self) -> epath.Path:
     return self._dir
 
   def path(self, index: int) -> epath.Path:
-    """The folder of child `index` (for `load_model` or copying to `models/<name>`)."""
+    """The folder of child `index` (for `load_model`, `export.load` or copying it)."""
     return self._dir / str(int(index))
 
-  def save(self, index: int, params: Mapping, meta: Mapping[str, Any],
+  def save(self, index: int, params: Any, meta: Mapping[str, Any],
            score: float | None = None) -> None:
     """Saves child `index` (replacing an existing one), asynchronously when enabled.
 
@@ -540,7 +669,7 @@ class ModelStore(_Managed):
 
     Raises:
       ValueError: bad index, or a missing/non-finite score when `max_to_keep` is set.
-      TypeError: params or meta of the wrong kind.
+      TypeError: meta is not JSON.
     """
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
       raise ValueError(f"child index must be an int >= 0, got {index!r}")
@@ -553,21 +682,20 @@ class ModelStore(_Managed):
     elif self._max_to_keep is not None:
       raise ValueError(f"child {index}: ModelStore(max_to_keep={self._max_to_keep}) needs a "
                        "score to rank children")
-    args = _model_args(params, meta)
+    args = _save_args(_PARAMS, params, meta, f"child {index} meta", self._process_local)
     if index in self._mngr.all_steps():
       self._mngr.wait_until_finished()
       self._mngr.delete(index)
     # force=True: child indices may arrive out of order (resume), which Orbax's default save
     # policy would silently skip.
-    saved = self._mngr.save(index, args=args, metrics=metrics, force=True)
-    if not saved:
+    if not self._mngr.save(index, args=args, metrics=metrics, force=True):
       raise RuntimeError(f"Orbax did not save child {index} in {self._dir}")
 
   def indices(self) -> list[int]:
-    """Committed child indices, ascending (waits for saves in flight)."""
+    """Stored child indices, ascending (waits for saves in flight)."""
     self.wait()
     self._mngr.reload()
-    return sorted(i for i in self._mngr.all_steps() if _is_committed(self.path(i)))
+    return sorted(self._mngr.all_steps())
 
   def scores(self) -> dict[int, float]:
     """{index: score} of the stored children that were saved with a score."""
@@ -585,10 +713,10 @@ class ModelStore(_Managed):
     kept = sorted(self.scores().values(), reverse=True)
     return len(kept) < self._max_to_keep or score >= kept[self._max_to_keep - 1]
 
-  def load(self, index: int) -> tuple[dict, dict]:
+  def load(self, index: int, template: Any = None) -> tuple[Any, dict]:
     """(params, meta) of child `index`; see `load_model`."""
     self.wait()
-    return load_model(self.path(index))
+    return load_model(self.path(index), template)
 
   def delete(self, index: int) -> None:
     """Removes child `index` from disk."""

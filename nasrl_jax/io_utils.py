@@ -1,6 +1,12 @@
-"""Files a user reads (reports, history, folds): atomic writes (temp file + rename), JSON-safe values.
+"""Files a user reads (reports, history, folds): atomic writes (temp file + rename), JSON-safe
+values, and the file mode every file nasrl_jax writes itself gets.
 
 Stdlib and numpy only, so light modules (benchmarks, the search) can use it.
+
+File modes: the user's umask is read once, when this module is imported, without changing it
+(Linux: /proc/self/status). Files are given `0o666 & ~umask` with `os.fchmod` on the file being
+written, never by changing the process-wide umask: a umask change inside a process that runs
+Orbax and XLA compile threads would apply to whatever file another thread creates meanwhile.
 """
 
 import json
@@ -11,29 +17,47 @@ import tempfile
 import numpy as np
 
 
+def _read_umask() -> int:
+  """The process's umask, read without changing it where the OS allows (Linux >= 4.7)."""
+  try:
+    with open("/proc/self/status", encoding="ascii") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError, IndexError):
+    pass
+  # Elsewhere the only way to read it is to set it; done once, at import, before the threads
+  # that could create files in between exist.
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+UMASK = _read_umask()
+FILE_MODE = 0o666 & ~UMASK  # What open() gives a new file; mkstemp's 0600 is widened to this.
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
-  """Writes `data` to `path` so readers see the old file or the new one, never half of it."""
+  """Writes `data` to `path` so readers see the old file or the new one, never half of it.
+
+  The file gets the usual permissions (`FILE_MODE`), not mkstemp's owner-only 0600.
+  """
   path = os.fspath(path)
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
+      if hasattr(os, "fchmod"):  # Not on Windows before Python 3.13 (mkstemp's mode stays).
+        os.fchmod(f.fileno(), FILE_MODE)
       f.write(data)
       f.flush()
       os.fsync(f.fileno())
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions.
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
-
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -2,12 +2,16 @@
 
 This module owns how training and search curves are written for people to watch:
 
-* TensorBoard event files through tensorboardX (pure Python + protobuf; it never imports
-  TensorFlow), readable by `tensorboard --logdir=...` and by
-  `tensorboard.backend.event_processing.event_accumulator.EventAccumulator`. We use its synchronous
-  `EventsWriter` rather than `SummaryWriter`: the latter hands events to a background thread whose
-  `flush()` does not drain the queue, so a reader (or a test) could miss the latest step, and it
-  names files by the second, so two writers opened in the same second overwrite each other;
+* TensorBoard event files through tensorboardX's `SummaryWriter` (pure Python + protobuf; it never
+  imports TensorFlow), readable by `tensorboard --logdir=...` and by
+  `tensorboard.backend.event_processing.event_accumulator.EventAccumulator`. Each writer gets a
+  unique `filename_suffix` (time in ns, process id, a counter): tensorboardX names files by the
+  second, so two writers opened in one folder in the same second would otherwise write the same
+  file. `SummaryWriter.flush()` flushes the file but not the queue its background thread has not
+  written yet (tensorboardX 2.6.5: after 3 values and `flush()`, a reader missed the latest ones in
+  30 of 30 trials); only `close()` drains it. So `flush` here closes the run's writer, and the
+  next value opens a new event file: a run is a series of files, which TensorBoard reads in name
+  order.
 * the same values as JSON lines in `<logdir>/metrics.jsonl`, one object per `scalars` call:
   `{"step": 3, "time": 1717171717.2, "reward/mean": 0.71, ...}` (plus `"run"` for sub-runs, NaN and
   infinities as null), which `pandas.read_json(path, lines=True)` reads directly.
@@ -25,28 +29,35 @@ Typical use (the search loop and child training):
   write_child_curves(writer, child_index, val_acc, val_loss, train_loss)
   writer.close()
 
-Files are appended to, never rewritten: a resumed run adds a new event file next to the old ones
+Files are appended to, never rewritten: a resumed run adds new event files next to the old ones
 (TensorBoard merges them) and more lines to `metrics.jsonl`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import re
 import time
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import numpy as np
-from tensorboardX import event_file_writer
-from tensorboardX import summary as tbx_summary
-from tensorboardX.proto import event_pb2
+
+if TYPE_CHECKING:
+  from tensorboardX import SummaryWriter
 
 JSONL_NAME = "metrics.jsonl"
 CHILD_RUN_FORMAT = "children/child_{index:04d}"  # Sub-run of one child's training curves.
 _RESERVED_KEYS = ("step", "time", "run")  # Keys of a JSON line that are not metric names.
 _RUN_NAME = re.compile(r"[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*")
+_FILE_NUMBER = itertools.count()  # Event files opened by this process: part of their names.
+
+
+def _unique_suffix() -> str:
+  """`.<time ns>.<pid>.<n>`: unique per file, and increasing in name order within one process."""
+  return f".{time.time_ns()}.{os.getpid()}.{next(_FILE_NUMBER)}"
 
 
 def _check_run(run: str) -> str:
@@ -76,36 +87,42 @@ class MetricWriter:
   """
 
   def __init__(self, logdir: str | os.PathLike):
-    """Opens (creating if needed) the log folder and the main run's event file.
+    """Opens (creating if needed) the log folder; event files appear with the first values.
 
     Args:
       logdir: folder of the main run; sub-runs are sub-folders of it.
     """
     self._logdir = os.path.abspath(os.fspath(logdir))
     os.makedirs(self._logdir, exist_ok=True)
-    self._writers: dict[str, event_file_writer.EventsWriter] = {}
+    self._writers: dict[str, SummaryWriter] = {}
     # Line-buffered append: every record reaches the OS as soon as it is written, and a resumed
     # run continues the same file.
     self._jsonl = open(os.path.join(self._logdir, JSONL_NAME), "a", encoding="utf-8",
                        buffering=1)
     self._closed = False
-    self._event_writer("")  # The main run's event file exists from the start.
 
   @property
   def logdir(self) -> str:
     return self._logdir
 
-  def _event_writer(self, run: str) -> event_file_writer.EventsWriter:
+  def _event_writer(self, run: str) -> SummaryWriter:
     writer = self._writers.get(run)
     if writer is None:
       folder = os.path.join(self._logdir, run) if run else self._logdir
-      os.makedirs(folder, exist_ok=True)
-      # events.out.tfevents.<seconds>.<host>.<pid>.<ns>: a resumed run or a reopened sub-run gets
-      # a new file next to the old ones (TensorBoard reads them all, in name order).
-      suffix = f".{os.getpid()}.{time.time_ns()}"
-      writer = event_file_writer.EventsWriter(os.path.join(folder, "events"), suffix)
+      # Imported here: `import nasrl_jax.search` (which imports this module) stays free of
+      # tensorboardX until something is logged.
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      # flush_secs: the background thread's own periodic flush; `flush` below is what readers
+      # can rely on.
+      writer = SummaryWriter(logdir=folder, filename_suffix=_unique_suffix(), flush_secs=10)
       self._writers[run] = writer
     return writer
+
+  def _drain(self, run: str) -> None:
+    """Closes a run's SummaryWriter: the only call that writes everything queued (see above)."""
+    writer = self._writers.pop(run, None)
+    if writer is not None:
+      writer.close()
 
   def scalars(self, step: int, values: Mapping[str, float], *, run: Optional[str] = None,
               flush: bool = True) -> None:
@@ -116,7 +133,8 @@ class MetricWriter:
       values: metric name -> real scalar (Python, numpy or JAX). Names may contain '/' to group
         charts in TensorBoard ('reward/mean'); NaN goes to TensorBoard as NaN, to JSON as null.
       run: sub-run (sub-folder) to write to, e.g. 'children/child_0003'; None = the main run.
-      flush: flush the event file and JSON lines now (readers see the values at once).
+      flush: write the values out now (readers see them at once; the run's next value starts a
+        new event file). False keeps them queued until `flush`, `close_run` or `close`.
 
     Raises:
       ValueError: a negative step, a reserved or empty metric name, or a bad run name.
@@ -138,35 +156,31 @@ class MetricWriter:
     wall_time = time.time()
     writer = self._event_writer(run)
     for name, value in floats.items():
-      writer.write_event(event_pb2.Event(wall_time=wall_time, step=step,
-                                         summary=tbx_summary.scalar(name, value)))
+      writer.add_scalar(name, value, global_step=step, walltime=wall_time)
     record = {"step": step, "time": round(wall_time, 3)}
     if run:
       record["run"] = run
     record.update({k: (v if math.isfinite(v) else None) for k, v in floats.items()})
     self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
     if flush:
-      writer.flush()
+      self._drain(run)
 
   def flush(self) -> None:
-    """Flushes every open event file and the JSON lines."""
-    for writer in self._writers.values():
-      writer.flush()
+    """Writes everything so far: readers see every value passed to `scalars` before the call."""
+    for run in list(self._writers):
+      self._drain(run)
     self._jsonl.flush()
 
   def close_run(self, run: str) -> None:
-    """Closes a sub-run's event file (frees its file handle; a later write opens a new file)."""
-    writer = self._writers.pop(_check_run(run), None)
-    if writer is not None:
-      writer.close()
+    """Closes a sub-run's event file (frees its thread and file; a later write opens a new file)."""
+    self._drain(_check_run(run))
 
   def close(self) -> None:
-    """Flushes and closes every event file and the JSON lines; idempotent."""
+    """Writes and closes every event file and the JSON lines; idempotent."""
     if self._closed:
       return
-    for writer in self._writers.values():
-      writer.close()
-    self._writers.clear()
+    for run in list(self._writers):
+      self._drain(run)
     self._jsonl.close()
     self._closed = True
 

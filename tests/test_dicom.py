@@ -234,3 +234,18 @@ def test_undecodable_and_truncated_files(tmp_path, monkeypatch):
   (tmp_path / "b.csv").write_text("\n".join(by_file + ["trunc.dcm,F,,1"]) + "\n")
   with pytest.raises(UserInputError, match=r"row 7: cannot decode the pixels of trunc.dcm"):
     dicom.load(_cfg(root, tmp_path / "b.csv"))
+
+
+def test_preprocess_frames_crops_to_the_region_unless_a_box_is_given(tmp_path):
+  frames = np.full((2, 40, 60), 255, np.uint8)  # 255 outside the region: burned-in overlay.
+  frames[:, 5:35, 10:50] = [[[100]], [[150]]]
+  _write_us(tmp_path / "mf.dcm", frames, region=(10, 5, 49, 34))
+  ds = dicom.read_header(str(tmp_path / "mf.dcm"), "test")
+  dicom.check_header(ds, _cfg(tmp_path, tmp_path / "x.csv"), "test")
+  gray, ds = dicom.read_frames(str(tmp_path / "mf.dcm"), "test")
+  out = dicom.preprocess_frames(gray, ds, _cfg(tmp_path, tmp_path / "x.csv"))
+  assert out.shape == (2, 16, 16) and out.dtype == np.uint8
+  assert set(np.unique(out[0])) == {100} and set(np.unique(out[1])) == {150}
+  boxed = dicom.preprocess_frames(gray, ds, _cfg(tmp_path, tmp_path / "x.csv", crop="box",
+                                                 crop_box=(0, 0, 40, 60)))
+  assert boxed.max() == 255  # The box is in source pixels: the overlay is kept.

@@ -2,6 +2,8 @@
 
 import json
 import math
+import os
+import subprocess
 import sys
 
 import jax.numpy as jnp
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
+from conftest import ROOT
 from nasrl_jax import logs
 
 
@@ -40,6 +43,13 @@ def test_scalars_readable_by_tensorboard_and_json(tmp_path):
       {"step": 1, "reward/mean": 0.75, "reward/baseline": 0.3125, "entropy": None}]
   assert all(r["time"] > 1.6e9 for r in lines)
   assert "tensorflow" not in sys.modules  # tensorboardX and the reader work without TF.
+
+
+def test_importing_logs_leaves_tensorboardx_out():
+  code = "import sys, nasrl_jax.logs; print('tensorboardX' in sys.modules)"
+  res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+  assert res.stdout.strip() == "False", res.stderr
 
 
 def test_child_curves_are_separate_runs(tmp_path):
@@ -95,3 +105,28 @@ def test_closed_writer_refuses(tmp_path):
   w.close()
   with pytest.raises(RuntimeError, match="closed"):
     w.scalars(0, {"a": 1.0})
+
+
+def test_flush_makes_queued_values_readable(tmp_path):
+  # tensorboardX's SummaryWriter.flush() leaves its queue unwritten; MetricWriter.flush() must not.
+  with logs.MetricWriter(tmp_path) as w:
+    for step in range(5):
+      w.scalars(step, {"a": float(step)}, flush=False)
+    w.flush()
+    assert _read_events(tmp_path)["a"] == [(s, float(s)) for s in range(5)]
+    assert len(_read_jsonl(tmp_path)) == 5
+    w.scalars(5, {"a": 5.0}, run="sub", flush=False)
+    w.close_run("sub")
+    assert _read_events(tmp_path / "sub") == {"a": [(5, 5.0)]}
+
+
+def test_writers_in_one_folder_never_collide(tmp_path):
+  # Opened in the same second (tensorboardX names files by the second): distinct files, all kept.
+  a, b = logs.MetricWriter(tmp_path), logs.MetricWriter(tmp_path)
+  a.scalars(0, {"x": 1.0})
+  b.scalars(1, {"x": 2.0})
+  a.close()
+  b.close()
+  files = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("events.out.tfevents"))
+  assert len(files) == len(set(files)) >= 2
+  assert sorted(_read_events(tmp_path)["x"]) == [(0, 1.0), (1, 2.0)]

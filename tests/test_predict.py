@@ -1,8 +1,9 @@
 """Tests for nasrl_jax.predict: files and folders in, probabilities, subjects, Grad-CAM, CLI out.
 
 The model is a tiny exported child (16 layers x 8 filters at 32 x 32, gap head, batch norm) saved
-with the pipeline's own metadata layout; images come from the simulator (full screens with a
-sector fan, burned-in text and ruler dots) and from DICOM files shipped inside pydicom.
+with `export.metadata` and `export.save`, as the pipeline does; images come from the simulator
+(full screens with a sector fan, burned-in text and ruler dots) and from DICOM files shipped inside
+pydicom.
 """
 
 import csv
@@ -22,9 +23,8 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from conftest import ROOT, load_config
-from nasrl_jax import checkpoint
 from nasrl_jax import child
-from nasrl_jax import pipeline
+from nasrl_jax import export
 from nasrl_jax import predict
 from nasrl_jax import space
 from nasrl_jax.data import dicom as dicom_lib
@@ -46,18 +46,17 @@ def _spec(head="gap", batch_norm=True):
   return child.ChildSpec((SIZE, SIZE, 1), 2, head, 512, 0.5, batch_norm, 0.125)
 
 
-def _save_model(folder, crop="none", seed=0, **meta_changes):
+def _save_model(folder, crop="none", seed=0):
   config = load_config("tiny")
   config.data.crop = crop
   spec = _spec()
-  graphdef, params, stats = child.init(ARCH, spec, seed)
+  _, params, stats = child.init(ARCH, spec, seed)
   # Non-trivial BN statistics, so eval-mode batch norm is exercised, not the identity.
   rng = np.random.default_rng(seed)
   stats = jax.tree.map(lambda v: v * rng.uniform(0.5, 2.0, v.shape).astype(v.dtype), stats)
-  # The pipeline's own export layout (pylint: disable=protected-access).
-  meta = pipeline._model_metadata(ARCH, spec, config, {"name": "NASRL"})
-  meta.update(meta_changes)
-  checkpoint.save_model(folder, pipeline._pure((params, stats)), meta)
+  meta = export.metadata(ARCH, spec, config.data, name="NASRL", threshold=0.5,
+                         threshold_source="test")
+  export.save(folder, params, stats, meta)
   return str(folder)
 
 
@@ -162,7 +161,7 @@ def test_read_image_matches_training_sources(images, tmp_path, crop):
 
 def test_predict_folder_dicom_and_broken_file(model_dir, images, tmp_path):
   root = images["root"]
-  model = predict.load_model(model_dir)
+  model = export.load(model_dir)
   rows, errors = predict.predict_paths(model, [root], saliency_dir=tmp_path / "sal",
                                        batch_size=8)
   # The broken PNG is reported (one line) and every other image is still predicted.
@@ -225,26 +224,18 @@ def test_bad_inputs(model_dir, images, tmp_path):
   png = str(images["pngs"][0])
   with pytest.raises(UserInputError, match=r"threshold=1.5: must be a probability in \[0, 1\]"):
     predict.predict_paths(model_dir, [png], threshold=1.5)
-  with pytest.raises(UserInputError, match="no such model checkpoint folder"):
+  with pytest.raises(UserInputError, match="no such model folder"):
     predict.predict_paths(tmp_path / "nope", [png])
   with pytest.raises(UserInputError, match="no input"):
     predict.predict_paths(model_dir, [])
+  with pytest.raises(UserInputError, match="batch_size=0"):
+    predict.predict_paths(model_dir, [png], batch_size=0)
   (tmp_path / "m.csv").write_text("path,patient\nx.png,1\n")
   with pytest.raises(UserInputError, match=r"m.csv: missing column\(s\) \['subject_id'\]"):
     predict.predict_paths(model_dir, [png], manifest=tmp_path / "m.csv")
-  bad = _save_model(tmp_path / "bad", preprocessing={"image_size": SIZE, "crop": "oval"})
-  with pytest.raises(UserInputError, match=r"metadata: bad preprocessing record .*crop='oval'"):
-    predict.load_model(bad)
-  other = _save_model(tmp_path / "other", spec=dict(_spec().to_json(), width_multiplier=0.25))
-  with pytest.raises(UserInputError, match=r"not a usable nasrl_jax exported model: "
-                     r"params/convs/0/bias is shape \(8,\).* need shape \(16,\)"):
-    predict.load_model(other)  # Weights of 8-filter layers, spec of 16-filter ones.
-  # The gap head's weights fit any input size: the spec/preprocessing mismatch is caught.
-  big = _save_model(tmp_path / "big", spec=dict(_spec().to_json(), input_shape=[64, 64, 1]))
-  with pytest.raises(UserInputError, match=r"spec.input_shape \(64, 64, 1\) does not match "
-                     r"preprocessing.image_size 32"):
-    predict.load_model(big)
-  _, errors = predict.find_files([tmp_path / "missing.png", tmp_path / "bad" / "meta"])
+  (tmp_path / "notes").mkdir()
+  (tmp_path / "notes" / "a.txt").write_text("x")
+  _, errors = predict.find_files([tmp_path / "missing.png", tmp_path / "notes"])
   assert errors[0] == f"{tmp_path / 'missing.png'}: no such file or folder"
   assert errors[1].endswith("folder holds no PNG/JPEG/BMP/TIFF/DICOM file")
 
@@ -301,6 +292,7 @@ def test_run_cli_exit_codes(model_dir, images, tmp_path):
                          out=io.StringIO(), err=err) == 1  # Nothing found is not success.
   assert err.getvalue() == f"error: {tmp_path / 'empty'}: no such file or folder\n"
   for model, output in ((str(tmp_path / "missing"), str(tmp_path / "c.csv")),
+                        (str(tmp_path), str(tmp_path / "c.csv")),  # Not a model folder.
                         (model_dir, str(tmp_path)), (None, str(tmp_path / "c.csv"))):
     err = io.StringIO()
     assert predict.run_cli(model, output, [str(root)], out=io.StringIO(), err=err) == 2
@@ -327,3 +319,13 @@ def test_command_line(model_dir, images, tmp_path):
   assert [os.path.basename(r["path"]) for r in rows] == ["img2.png", "img3.png", "IM0001"]
   assert all(os.path.isfile(r["saliency"]) for r in rows)
   assert "orbax" not in res.stderr.lower()  # Library INFO chatter is filtered.
+  # A flag error is exit code 2 and one line, before anything is loaded.
+  res = _cli("--batch_size=x")
+  assert res.returncode == 2 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1
+
+
+def test_importing_predict_leaves_matplotlib_out():
+  code = "import sys, nasrl_jax.predict; print('matplotlib' in sys.modules)"
+  res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"), timeout=300)
+  assert res.stdout.strip() == "False", res.stderr

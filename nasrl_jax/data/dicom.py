@@ -107,7 +107,19 @@ def region_box(ds: pydicom.Dataset) -> Optional[Tuple[int, int, int, int]]:
   return (y0, x0, y1 - y0 + 1, x1 - x0 + 1)
 
 
-def _check_header(ds: pydicom.Dataset, data_cfg, where: str) -> None:
+def check_header(ds: pydicom.Dataset, data_cfg, where: str) -> None:
+  """Refuses a file before its pixels are decoded: what the training source and prediction refuse.
+
+  Args:
+    ds: the header from `read_header`.
+    data_cfg: `config.data`-like (max_pixels, crop, crop_box).
+    where: what to name in errors.
+
+  Raises:
+    UserInputError: Modality is not US, no image attributes, an unsupported photometric
+      interpretation, no (installed) pixel decoder, frames over max_pixels, or a crop box that
+      does not fit.
+  """
   modality = str(ds.get("Modality", "") or "")
   if modality != "US":
     raise UserInputError(
@@ -207,6 +219,31 @@ def read_frames(path: str, where: str) -> Tuple[np.ndarray, pydicom.Dataset]:
                          f"{_one_line(e)})") from None
 
 
+def preprocess_frames(frames: np.ndarray, ds: pydicom.Dataset, data_cfg) -> np.ndarray:
+  """The training preprocessing of one file's frames (used by `load` and by prediction).
+
+  Each frame is cropped to the ultrasound region (`region_box`; not when `crop == 'box'`, whose
+  box is in source pixels), then goes through `preprocess.crop` and the resize.
+
+  Args:
+    frames: uint8[F, H, W] from `read_frames`.
+    ds: the file's header (its SequenceOfUltrasoundRegions).
+    data_cfg: `config.data`-like (image_size, crop, crop_box).
+
+  Returns:
+    uint8[F, S, S] with S = image_size.
+  """
+  size = int(data_cfg.image_size)
+  box = None if data_cfg.crop == "box" else region_box(ds)
+  out = []
+  for frame in frames:
+    if box is not None:
+      top, left, h, w = box
+      frame = frame[top:top + h, left:left + w]
+    out.append(preprocess.resize(preprocess.crop(frame, data_cfg), size))
+  return np.stack(out)
+
+
 def _choose_key(table: manifest.Table, data_cfg) -> str:
   key = data_cfg.dicom_label_key
   if key not in KEYS + ("auto",):
@@ -285,7 +322,7 @@ def validate(data_cfg) -> Tuple[manifest.Table, List[str], Tuple[np.ndarray, np.
   manifest.check_cohort(targets[1], targets[2], data_cfg, table.path)
   for path, line in zip(paths, table.row_numbers):
     where = f"{table.path}: row {line}: {os.path.basename(path)}"
-    _check_header(read_header(path, where), data_cfg, where)
+    check_header(read_header(path, where), data_cfg, where)
   return table, paths, targets
 
 
@@ -300,16 +337,10 @@ def load(data_cfg) -> Dataset:
     Dataset with images uint8[N, S, S, 1] in CSV row order, frames in file order.
   """
   table, paths, (cap, label, subject_id) = validate(data_cfg)
-  size = int(data_cfg.image_size)
   images, counts, devices = [], [], []
   for path, row, line in zip(paths, table.rows, table.row_numbers):
     frames, ds = read_frames(path, f"{table.path}: row {line}")
-    box = None if data_cfg.crop == "box" else region_box(ds)
-    for frame in frames:
-      if box is not None:
-        top, left, h, w = box
-        frame = frame[top:top + h, left:left + w]
-      images.append(preprocess.resize(preprocess.crop(frame, data_cfg), size))
+    images.extend(preprocess_frames(frames, ds, data_cfg))
     counts.append(frames.shape[0])
     devices.append(row.get("device", "") or " ".join(
         str(ds.get(k, "") or "") for k in ("Manufacturer", "ManufacturerModelName")).strip())

@@ -382,21 +382,34 @@ class ControllerCheckpointer(_Managed):
   """
 
   def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3, *,
-               async_save: bool = True):
+               async_save: bool = True, process_local: bool = False):
     """Opens (creating if needed) a controller checkpoint directory.
 
     Args:
       directory: folder holding one sub-folder per saved step.
       max_to_keep: newest steps kept on disk (>= 1); older ones are deleted after each save.
       async_save: write in a background thread (`save` returns after the host copy).
+      process_local: this process saves alone (a search only this process of a multi-process run
+        runs, e.g. an outer fold assigned to it). Default: collective saves.
     """
     if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int) or max_to_keep < 1:
       raise ValueError(f"max_to_keep must be an int >= 1, got {max_to_keep!r}")
     self._dir = epath.Path(directory).absolute()
-    self._mngr = ocp.CheckpointManager(self._dir, options=ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
-        # Leftover `<step>.orbax-checkpoint-tmp*` folders are saves a crash interrupted.
-        cleanup_tmp_directories=True))
+    self._process_local = process_local
+    options = dict(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
+                   # Leftover `<step>.orbax-checkpoint-tmp*` folders are saves a crash cut off.
+                   cleanup_tmp_directories=True)
+    if process_local:
+      # Orbax refuses create=True with active_processes set: the folder is made here.
+      self._dir.mkdir(parents=True, exist_ok=True)
+      options.update(create=False, multiprocessing_options=_multiprocessing(True),
+                     async_options=_async_options(True))
+      self._mngr = ocp.CheckpointManager(self._dir,
+                                         options=ocp.CheckpointManagerOptions(**options),
+                                         handler_registry=_registry(_STATE, True))
+    else:
+      self._mngr = ocp.CheckpointManager(self._dir, options=ocp.CheckpointManagerOptions(
+          create=True, **options))
 
   @property
   def directory(self) -> epath.Path:
@@ -423,7 +436,7 @@ class ControllerCheckpointer(_Managed):
     if latest is not None and step <= latest:
       raise ValueError(f"cannot save controller step {step} in {self._dir}: step {latest} "
                        "is already there (call restore() and continue after it)")
-    args = _save_args(_STATE, state, meta, "controller checkpoint meta")
+    args = _save_args(_STATE, state, meta, "controller checkpoint meta", self._process_local)
     if not self._mngr.save(step, args=args, force=True):  # force: no save-interval policy.
       raise RuntimeError(f"Orbax did not save controller step {step} in {self._dir}")
 

@@ -88,6 +88,7 @@ class Run:
   on_record: Optional[Callable] = None  # Merged-ledger append.
   fit_check: Optional[Callable] = None  # Memory pre-flight of a child.
   distribute_children: bool = False  # Multi-process search of one fold (paper protocol).
+  fold_local: bool = False  # Multi-process nested run: this process owns the folds it runs.
 
   @property
   def labels(self) -> np.ndarray:
@@ -163,7 +164,8 @@ def search_fold(run: Run, fold, outer: int, seed: int, strategy: str, on_child=N
     res = search_lib.run_search(
         run.config, evaluator, _search_dir(run, strategy, seed, outer), strategy=strategy,
         seed=seed, outer_fold=outer, memo=run.memo, memo_context=(outer, seed),
-        on_record=run.on_record, on_child=on_child, write=run.writer)
+        on_record=run.on_record, on_child=on_child, write=run.writer or run.fold_local,
+        process_local=run.fold_local)
   finally:
     local.close()
   logging.info("search %s seed %d fold %s: %d children in %.0fs, best reward %s", strategy, seed,
@@ -173,14 +175,24 @@ def search_fold(run: Run, fold, outer: int, seed: int, strategy: str, on_child=N
 
 
 class RescoreLedger:
-  """search/rescore.jsonl: re-scored candidates by (outer fold, seed, architecture), resumable."""
+  """search/rescore/<fold>.jsonl: re-scored candidates by (fold, seed, architecture), resumable.
+
+  One file per outer fold, written by the process that runs that fold.
+  """
 
   def __init__(self, workdir: str, write: bool):
-    self.path = os.path.join(workdir, "search", "rescore.jsonl")
+    self.folder = os.path.join(workdir, "search", "rescore")
     self.write = write
-    os.makedirs(os.path.dirname(self.path), exist_ok=True)
-    self.rows = {(r["fold"], r["seed"], r["architecture"]): r
-                 for r in search_lib.read_jsonl(self.path)}
+    os.makedirs(self.folder, exist_ok=True)
+    self.rows = {}
+    for name in sorted(os.listdir(self.folder)):
+      if name.endswith(".jsonl"):
+        for r in search_lib.read_jsonl(os.path.join(self.folder, name)):
+          self.rows[(r["fold"], r["seed"], r["architecture"])] = r
+
+  def path(self, outer: int) -> str:
+    return os.path.join(self.folder, "final.jsonl" if outer == rng_lib.FINAL_FOLD
+                        else f"outer{outer}.jsonl")
 
   def get(self, outer, seed, arch):
     return self.rows.get((outer, seed, str(arch)))
@@ -188,7 +200,7 @@ class RescoreLedger:
   def put(self, row):
     self.rows[(row["fold"], row["seed"], row["architecture"])] = row
     if self.write:
-      search_lib.append_jsonl(self.path, [row])
+      search_lib.append_jsonl(self.path(row["fold"]), [row])
 
 
 def rescore(run: Run, ledger: RescoreLedger, fold, outer: int, seed: int, records) -> list:
@@ -348,8 +360,28 @@ class Outcome:
   rescore: dict = dataclasses.field(default_factory=dict)  # name -> [rows]
   searches: dict = dataclasses.field(default_factory=dict)  # strategy -> [summaries]
   final_search: Optional[dict] = None  # name -> {"architecture", "seed", ...}
-  best: dict = dataclasses.field(default_factory=dict)  # name -> (val_score, fold, seed, arch)
   export: Optional[Callable] = None  # export(name, arch, result, train_result, source)
+
+  def to_json(self) -> dict:
+    """What a process hands the others in a multi-process run (plain JSON)."""
+    return io_utils.to_json_safe({"models": self.models, "winners": self.winners,
+                                  "rescore": self.rescore, "searches": self.searches})
+
+  def merge(self, parts: list) -> None:
+    """Adds other processes' `to_json` parts (fold order restored)."""
+    for part in parts:
+      for name, rows in part["models"].items():
+        self.models.setdefault(name, []).extend(rows)
+      for fold, winners in part["winners"].items():
+        self.winners.setdefault(int(fold), {}).update(winners)
+      for name, rows in part["rescore"].items():
+        self.rescore.setdefault(name, []).extend(rows)
+      for strategy, rows in part["searches"].items():
+        self.searches.setdefault(strategy, []).extend(rows)
+    for rows in self.models.values():
+      rows.sort(key=lambda r: (r["fold"], r["seed"]))
+    for rows in list(self.rescore.values()) + list(self.searches.values()):
+      rows.sort(key=lambda r: (r["fold"], r["seed"]))
 
 
 def _strategies(config):
@@ -428,13 +460,17 @@ def _test_all(run: Run, tests: TestLedger, fold, outer: int, seed: int, models: 
 
 def _consider_export(outcome, name, arch, result, train_res, source):
   """Keeps the best-validation final training of each model; exports it when weights are here."""
-  score = result.get("val_score")
-  score = -np.inf if score is None else score
-  best = outcome.best.get(name)
-  if best is None or score > best[0]:
-    outcome.best[name] = (score, result["fold"], result["seed"], str(arch))
-    if train_res is not None and outcome.export is not None:
-      outcome.export(name, arch, result, train_res, source)
+  if best_by_validation(outcome.models[name]) is result and train_res is not None and (
+      outcome.export is not None):
+    outcome.export(name, arch, result, train_res, source)
+
+
+def best_by_validation(results):
+  """The test training with the best validation score (ties: the lowest fold, then seed): the
+  model `models/<name>` exports when there is no final search. Never chosen by test data."""
+  key = lambda r: (-(r["val_score"] if r.get("val_score") is not None else -np.inf), r["fold"],
+                   r["seed"])
+  return min(results, key=key) if results else None
 
 
 def run_nested(run: Run, folds_to_run=None, store_factory=None, export=None) -> Outcome:
@@ -442,8 +478,8 @@ def run_nested(run: Run, folds_to_run=None, store_factory=None, export=None) -> 
   config = run.config
   outcome = Outcome(export=export)
   seeds = _seeds(config)
-  rescore_ledger = RescoreLedger(run.workdir, run.writer)
-  tests = TestLedger(run.workdir, run.writer)
+  rescore_ledger = RescoreLedger(run.workdir, run.writer or run.fold_local)
+  tests = TestLedger(run.workdir, run.writer or run.fold_local)
   sp = space_lib.SearchSpace.from_config(config.space)
   indices = range(len(run.folds)) if folds_to_run is None else folds_to_run
   for i in indices:
@@ -467,8 +503,12 @@ def run_nested(run: Run, folds_to_run=None, store_factory=None, export=None) -> 
   return outcome
 
 
-def run_paper(run: Run, store_factory=None, export=None) -> Outcome:
-  """The paper's protocol: searches on fold `config.search.fold`, k-fold CV of the winners."""
+def run_paper(run: Run, store_factory=None, export=None, test_folds=None) -> Outcome:
+  """The paper's protocol: searches on fold `config.search.fold`, k-fold CV of the winners.
+
+  `test_folds`: the CV folds this process trains and tests (multi-process runs spread them);
+  default all. The searches run on every process together (`run.distribute_children`).
+  """
   config = run.config
   outcome = Outcome(export=export)
   seeds = _seeds(config)
@@ -476,8 +516,9 @@ def run_paper(run: Run, store_factory=None, export=None) -> Outcome:
   if not 0 <= f < len(run.folds):
     raise UserInputError(f"config.search.fold={f} is outside 0..{len(run.folds) - 1}")
   rescore_ledger = RescoreLedger(run.workdir, run.writer)
-  tests = TestLedger(run.workdir, run.writer)
+  tests = TestLedger(run.workdir, run.writer or test_folds is not None)
   sp = space_lib.SearchSpace.from_config(config.space)
+  test_folds = range(len(run.folds)) if test_folds is None else test_folds
   for seed in seeds:
     winners = _search_winners(run, run.folds[f], f, seed, rescore_ledger, outcome, store_factory)
     for name, (arch, row) in winners.items():
@@ -489,8 +530,8 @@ def run_paper(run: Run, store_factory=None, export=None) -> Outcome:
            "rescore_std": row.get("std")})
     models = {VGG19_NAME: sp.vgg19}
     models.update({name: arch for name, (arch, _) in winners.items()})
-    for k, fold in enumerate(run.folds):
-      _test_all(run, tests, fold, k, seed, models, outcome)
+    for k in test_folds:
+      _test_all(run, tests, run.folds[k], k, seed, models, outcome)
   return outcome
 
 

@@ -245,15 +245,22 @@ def _exporter(run):
 
 
 def _store_factory(run):
-  """(strategy, seed, outer) -> (on_child, store): keeps each search's top-k children's weights."""
+  """(strategy, seed, outer) -> (on_child, store): keeps each search's top-k children's weights.
+
+  In a multi-process run each process saves the children it trained itself (process-local Orbax
+  saves), in its own folder when the processes share a search.
+  """
   top_k = int(run.config.search.top_k)
   if top_k <= 0:
     return None
   from nasrl_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  local = jax.process_count() > 1
 
   def factory(strategy, seed, outer):
     folder = os.path.join(evaluate._search_dir(run, strategy, seed, outer), "children")  # pylint: disable=protected-access
-    store = ckpt_lib.ModelStore(folder, max_to_keep=top_k)
+    if run.distribute_children:
+      folder = os.path.join(folder, f"process{jax.process_index()}")
+    store = ckpt_lib.ModelStore(folder, max_to_keep=top_k, process_local=local)
 
     def on_child(rec, res):
       if res.weights is not None and store.would_keep(rec.reward):
@@ -271,25 +278,37 @@ def _store_factory(run):
 
 
 def _ensure_exports(run, outcome):
-  """Every model's exported folder matches its chosen (fold, seed); retrains where it does not."""
+  """Every model's exported folder holds its best-validation test training (or the final
+  search's model); retrains (same key: same weights) where the folder holds another."""
+  from nasrl_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  if outcome.final_search:
+    return  # The final search exported the deployable models.
   export = _exporter(run)
-  for name, (score, fold, seed, arch_text) in sorted(outcome.best.items()):
-    if outcome.final_search:
-      break  # The final search exported the deployable models.
+  for name, rows in sorted(outcome.models.items()):
+    best = evaluate.best_by_validation(rows)
     folder = os.path.join(run.workdir, "models", name)
-    meta_path = os.path.join(folder, "meta", "metadata")
-    ok = False
-    if os.path.exists(meta_path):
-      try:
-        meta = io_utils.read_json(meta_path)
-        ok = (meta.get("fold"), meta.get("seed"), meta.get("architecture", {}).get("string")) == (
-            fold, seed, arch_text)
-      except (OSError, ValueError):
-        ok = False
+    try:
+      meta = ckpt_lib.load_meta(folder)
+      ok = (meta.get("fold"), meta.get("seed"), meta.get("architecture", {}).get("string")) == (
+          best["fold"], best["seed"], best["architecture"])
+    except Exception:  # pylint: disable=broad-except  (missing or unreadable: export again)
+      ok = False
     if not ok:
-      arch = space_lib.Architecture.from_string(arch_text)
-      result, train_res = evaluate.retrain_for_export(run, name, fold, seed, arch)
+      arch = space_lib.Architecture.from_string(best["architecture"])
+      result, train_res = evaluate.retrain_for_export(run, name, best["fold"], best["seed"], arch)
       export(name, arch, result, train_res, "best_validation_outer_fold")
+
+
+def _allgather_json(obj) -> list:
+  """Every process's `obj` (JSON) on every process, in process order."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  raw = np.frombuffer(json.dumps(io_utils.to_json_safe(obj)).encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.asarray([raw.size], np.int64)))
+  sizes = sizes.reshape(-1)
+  buf = np.zeros(int(sizes.max()), np.uint8)
+  buf[:raw.size] = raw
+  parts = np.asarray(multihost_utils.process_allgather(buf)).reshape(len(sizes), -1)
+  return [json.loads(parts[p, :sizes[p]].tobytes()) for p in range(len(sizes))]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> dict:
@@ -299,35 +318,54 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> d
   r = prepare(config, workdir)
   config = r.config
   protocol = config.eval.protocol
+  processes, pid = jax.process_count(), jax.process_index()
   with _Stage("pre-flight"):
     estimate = preflight.check_time(config, len(r.folds), r.sizes, r.spec,
-                                    devices=len(r.devices) * jax.process_count())
+                                    devices=len(r.devices) * processes)
     preflight.check_vgg19(r.factory, space_lib.SearchSpace.from_config(config.space),
                           r.devices[0])
     r.fit_check = preflight.make_fit_check(r.factory)
   export = _exporter(r)
   stores = _store_factory(r)
-  with _Stage(f"protocol {protocol}"):
+  # Outer folds (nested) or CV folds (paper) round-robin over the processes of the run.
+  mine = [i for i in range(len(r.folds)) if i % processes == pid] if processes > 1 else None
+  rows = []
+  if processes > 1:
+    merged_append = r.on_record
+    r.on_record = lambda rec: (rows.append(rec.to_json()), merged_append(rec))
+  with _Stage(f"protocol {protocol} ({processes} process(es), {len(r.devices)} device(s))"):
     if protocol == "nested":
-      outcome = evaluate.run_nested(r, store_factory=stores, export=export)
+      r.fold_local = processes > 1
+      outcome = evaluate.run_nested(r, folds_to_run=mine, store_factory=stores, export=export)
     else:
-      outcome = evaluate.run_paper(r, store_factory=stores, export=export)
+      r.distribute_children = processes > 1
+      outcome = evaluate.run_paper(r, store_factory=stores, export=export, test_folds=mine)
+  if processes > 1:
+    with _Stage("gather"):
+      parts = _allgather_json({"outcome": outcome.to_json(), "rows": rows})
+      outcome.models, outcome.winners, outcome.rescore, outcome.searches = {}, {}, {}, {}
+      outcome.merge([p["outcome"] for p in parts])
+      if r.writer and protocol == "nested":
+        every = [row for p in parts for row in p["rows"]]
+        every.sort(key=search_lib._merged_order)  # pylint: disable=protected-access
+        search_lib.rewrite_jsonl(os.path.join(r.workdir, "search", "history.jsonl"), every)
+    r.fold_local = r.distribute_children = False
   if config.eval.final_search:
     with _Stage("final search on all subjects"):
       evaluate.run_final_search(r, outcome, export)
+  if not r.writer:
+    return {}
   _ensure_exports(r, outcome)
-
   models = []
   with _Stage("inference speed"):
     for name in _model_order(outcome.models):
       models.append(_model_entry(r, outcome, name))
   results = _results(r, outcome, models, command, time.time() - t_start)
   results["compute"]["estimated_hours"] = estimate["hours"]
-  if r.writer:
-    with _Stage("report"):
-      from nasrl_jax import report as report_lib  # pylint: disable=g-import-not-at-top
-      paths = report_lib.write_report(results, r.workdir)
-    logging.info("report: %s", paths.get("report_md"))
+  with _Stage("report"):
+    from nasrl_jax import report as report_lib  # pylint: disable=g-import-not-at-top
+    paths = report_lib.write_report(results, r.workdir)
+  logging.info("report: %s", paths.get("report_md"))
   return results
 
 
@@ -337,8 +375,8 @@ def _model_order(models: dict) -> list:
 
 
 def _model_entry(r, outcome, name) -> dict:
-  folder = os.path.join(r.workdir, "models", name)
-  meta = io_utils.read_json(os.path.join(folder, "meta", "metadata"))
+  from nasrl_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  meta = ckpt_lib.load_meta(os.path.join(r.workdir, "models", name))
   arch = space_lib.Architecture.from_json(meta["architecture"])
   speed = evaluate.inference_speed(arch, r.spec, None, iters=r.config.eval.fps_iters,
                                    throughput_batch=r.config.eval.throughput_batch)

@@ -290,7 +290,8 @@ class Ledger:
 
   def __init__(self, config, workdir: str, strategy: str, seed: int, outer_fold: int, *,
                memo: Optional[Memo] = None, memo_context=None, write: bool = True,
-               on_record: Optional[Callable] = None, on_child: Optional[Callable] = None):
+               on_record: Optional[Callable] = None, on_child: Optional[Callable] = None,
+               process_local: bool = False):
     self.config, self.workdir, self.strategy = config, workdir, strategy
     self.seed, self.outer_fold, self.write = int(seed), int(outer_fold), write
     self.m = int(config.search.children_per_step)
@@ -299,6 +300,7 @@ class Ledger:
     self.memo_context = (self.outer_fold, self.seed) if memo_context is None else memo_context
     self.use_memo = bool(config.search.memo)
     self.on_record, self.on_child = on_record, on_child
+    self.process_local = process_local
     os.makedirs(workdir, exist_ok=True)
     self.hist_path = os.path.join(workdir, "history.jsonl")
     self.steps_path = os.path.join(workdir, "steps.jsonl")
@@ -320,7 +322,7 @@ class Ledger:
       if r.status in (OK, MEMO):
         self.memo.put(self.memo_context, r.architecture, r)
     self.ckpt = ckpt_lib.ControllerCheckpointer(os.path.join(self.workdir, "strategy"),
-                                                max_to_keep=3)
+                                                max_to_keep=3, process_local=self.process_local)
     state, start = template_state, 0
     restored = self.ckpt.restore(strategies_lib.to_host(template_state))
     if restored is not None:
@@ -480,7 +482,8 @@ class Ledger:
 def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[str] = None,
                seed: Optional[int] = None, outer_fold: int = 0, memo: Optional[Memo] = None,
                memo_context=None, on_record: Optional[Callable] = None,
-               on_child: Optional[Callable] = None, write: Optional[bool] = None) -> SearchResult:
+               on_child: Optional[Callable] = None, write: Optional[bool] = None,
+               process_local: bool = False) -> SearchResult:
   """Runs (or resumes) one search; see the module docstring.
 
   Args:
@@ -498,6 +501,8 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
       are still there (top-k checkpointing).
     write: whether this process writes files (default: process 0; every process takes part in
       the Orbax checkpoint, which coordinates its own writes).
+    process_local: this process runs the search alone (multi-process runs spread outer folds
+      over processes): it writes every file and checkpoints without the other processes.
 
   Returns:
     SearchResult with the history of every child.
@@ -514,7 +519,7 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
   key = rng_lib.search_key(rng_lib.root_key(config.seed), seed, name)
   ledger = Ledger(config, workdir, name, seed, outer_fold, memo=memo, memo_context=memo_context,
                   write=jax.process_index() == 0 if write is None else write,
-                  on_record=on_record, on_child=on_child)
+                  on_record=on_record, on_child=on_child, process_local=process_local)
   try:
     state, start = ledger.open(init(rng_lib.strategy_init_key(key)))
     for step in range(start, ledger.num_steps):

@@ -87,8 +87,8 @@ def test_the_best_rescored_mean_wins_not_the_search_maximum():
 def test_rescore_uses_fresh_seeds_and_records_mean_and_sd(tmp_path, tiny_run):
   """The session's run: every re-scored candidate was retrained on replicas 1.. only."""
   import json
-  rows = [json.loads(l) for l in (tiny_run.workdir / "search/rescore.jsonl").read_text()
-          .splitlines()]
+  rows = [json.loads(l) for f in sorted((tiny_run.workdir / "search/rescore").glob("*.jsonl"))
+          for l in f.read_text().splitlines()]
   assert rows
   q = tiny_run.config.search.rescore_seeds
   for r in rows:

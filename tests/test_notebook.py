@@ -73,11 +73,19 @@ def test_parameters_cell_defaults():
   assert all(isinstance(node, ast.Assign) for node in tree.body)
 
 
-def test_notebook_runs_tiny_pipeline_on_cpu(tmp_path, monkeypatch):
+@pytest.mark.xdist_group("tiny_run")
+def test_notebook_runs_tiny_pipeline_on_cpu(tmp_path, monkeypatch, tiny_run):
+  """The notebook on a copy of the session's tiny run: its pipeline.run resumes (nothing retrains),
+  then the report, FPS, plots and predictions run as a Colab user would see them."""
+  import shutil
   nb = _read()
   workdir = str(tmp_path / "run")
+  shutil.copytree(tiny_run.workdir, workdir)
+  overrides = {"data.cache_dir": tiny_run.data_cache,
+               "compile_cache_dir": tiny_run.config.compile_cache_dir}
   injected = nbformat.v4.new_code_cell(
-      f"CONFIG_VARIANT = 'tiny'\nWORKDIR = {workdir!r}\nNUM_PREDICT = {NUM_PREDICT}",
+      f"CONFIG_VARIANT = 'tiny'\nWORKDIR = {workdir!r}\nNUM_PREDICT = {NUM_PREDICT}\n"
+      f"OVERRIDES = {overrides!r}",
       metadata={"tags": ["injected-parameters"]})
   nb.cells.insert(_parameters_index(nb) + 1, injected)
   # Checks that need the notebook's kernel state, run after everything else.
@@ -106,13 +114,16 @@ def test_notebook_runs_tiny_pipeline_on_cpu(tmp_path, monkeypatch):
   plots = sorted(os.listdir(os.path.join(workdir, "plots")))
   assert plots and all(p.endswith(".png") for p in plots)
   assert os.path.isdir(os.path.join(workdir, "models", "NASRL"))
+  with open(os.path.join(workdir, "search", "history.jsonl"), encoding="utf-8") as f:
+    assert f.read() == (tiny_run.workdir / "search" / "history.jsonl").read_text()  # Resumed.
   with open(os.path.join(workdir, "report.json"), encoding="utf-8") as f:
     report = json.load(f)
-  assert {m["name"] for m in report["models"]} == {"NASRL", "VGG19", "RandomSearch"}
+  assert {m["name"] for m in report["models"]} == {"NASRL", "VGG19", "RandomSearch", "Evolution"}
 
   text = {i: _text_of(c.outputs) for i, c in enumerate(nb.cells) if c.cell_type == "code"}
   everything = "\n".join(text.values())
-  assert "Table 1" in everything and "Held-out result" in everything  # The report was shown.
+  assert "Table 1" in everything and "Comparisons" in everything  # The report was shown.
+  assert "nested cross-validation" in everything
   assert sum(1 for c in nb.cells if c.cell_type == "code" for o in c.outputs
              if "image/png" in o.get("data", {})) >= len(plots)
   assert "Paper-scale run skipped" in everything

@@ -39,7 +39,7 @@ def _strip(obj):
 def test_outputs_follow_the_contract(tiny_run):
   w = tiny_run.workdir
   for f in ("report.md", "report.json", "table1.csv", "folds.json", "config.json",
-            "search/history.jsonl", "search/rescore.jsonl"):
+            "search/history.jsonl", "search/rescore/outer0.jsonl"):
     assert (w / f).exists(), f
   rep = _report(w)
   assert rep["protocol"] == "nested"

@@ -158,7 +158,8 @@ def search_fold(run: Run, fold, outer: int, seed: int, strategy: str, on_child=N
       run.factory, run.data, splits, keys, config=run.config, devices=run.devices,
       keep_weights=on_child is not None, tag={"phase": "search", "outer": outer, "seed": seed},
       fit_check=run.fit_check)
-  evaluator = search_lib.DistributedEvaluator(local) if run.distribute_children else local
+  evaluator = (search_lib.DistributedEvaluator(local, f"{strategy}-{seed}-{outer}")
+               if run.distribute_children else local)
   t0 = time.time()
   try:
     res = search_lib.run_search(

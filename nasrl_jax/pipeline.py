@@ -26,6 +26,7 @@ from nasrl_jax import compiles
 from nasrl_jax import evaluate
 from nasrl_jax import export as export_lib
 from nasrl_jax import io_utils
+from nasrl_jax import multihost
 from nasrl_jax import preflight
 from nasrl_jax import rng as rng_lib
 from nasrl_jax import search as search_lib
@@ -41,7 +42,9 @@ from nasrl_jax.errors import UserInputError
 HARMLESS_FIELDS = ("variant", "log_every_s", "compile_cache_dir", "data.cache_dir",
                    "eval.fps_iters", "eval.throughput_batch", "search.aot_compile",
                    "search.max_devices", "train.epoch_loop", "max_hours", "train.vmap_chunk",
-                   "train.split_batching", "train.cpu_opt_level")
+                   "train.split_batching", "train.cpu_opt_level",
+                   # Turning the final search on after a run adds it; the estimate is untouched.
+                   "eval.final_search")
 PROTOCOLS = ("nested", "paper")
 OUTER_GROUPS = ("subject", "device", "site")
 FORMAT = 2  # Workdir layout version, in config.json's sibling run.json; 1 = before nested CV.
@@ -299,18 +302,6 @@ def _ensure_exports(run, outcome):
       export(name, arch, result, train_res, "best_validation_outer_fold")
 
 
-def _allgather_json(obj) -> list:
-  """Every process's `obj` (JSON) on every process, in process order."""
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  raw = np.frombuffer(json.dumps(io_utils.to_json_safe(obj)).encode(), np.uint8)
-  sizes = np.asarray(multihost_utils.process_allgather(np.asarray([raw.size], np.int64)))
-  sizes = sizes.reshape(-1)
-  buf = np.zeros(int(sizes.max()), np.uint8)
-  buf[:raw.size] = raw
-  parts = np.asarray(multihost_utils.process_allgather(buf)).reshape(len(sizes), -1)
-  return [json.loads(parts[p, :sizes[p]].tobytes()) for p in range(len(sizes))]
-
-
 def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> dict:
   """Runs (or resumes) the whole job; returns the report's results dict."""
   t_start = time.time()
@@ -342,7 +333,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> d
       outcome = evaluate.run_paper(r, store_factory=stores, export=export, test_folds=mine)
   if processes > 1:
     with _Stage("gather"):
-      parts = _allgather_json({"outcome": outcome.to_json(), "rows": rows})
+      parts = multihost.allgather_json({"outcome": outcome.to_json(), "rows": rows},
+                                       f"outcome-{protocol}")
       outcome.models, outcome.winners, outcome.rescore, outcome.searches = {}, {}, {}, {}
       outcome.merge([p["outcome"] for p in parts])
       if r.writer and protocol == "nested":

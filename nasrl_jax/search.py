@@ -546,10 +546,8 @@ class DistributedEvaluator:
   history as a single-process run. Weights stay on the process that trained them.
   """
 
-  _BYTES = 65536  # Per encoded child result (curves of a few hundred epochs fit).
-
-  def __init__(self, local):
-    self.local = local
+  def __init__(self, local, name: str = "children"):
+    self.local, self.name, self.calls = local, name, 0
     self.pid, self.n = jax.process_index(), jax.process_count()
     self.parallelism = self.n * max(1, int(getattr(local, "parallelism", 1)))
 
@@ -561,25 +559,22 @@ class DistributedEvaluator:
       self.local.prefetch(self._mine(archs))
 
   def __call__(self, archs):
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    from nasrl_jax import multihost  # pylint: disable=g-import-not-at-top
     mine = self._mine(archs)
     local = [_normalise(r) for r in (self.local(mine) if mine else [])]
-    per = -(-len(archs) // self.n)
-    buf = np.zeros((per, self._BYTES), np.uint8)
-    for j, res in enumerate(local):
-      raw = json.dumps(io_utils.to_json_safe(
-          dataclasses.asdict(dataclasses.replace(res, weights=None)))).encode()
-      if len(raw) > self._BYTES:
-        raise ValueError(f"encoded child result of {len(raw)} bytes exceeds {self._BYTES}")
-      buf[j, :len(raw)] = np.frombuffer(raw, np.uint8)
-    gathered = np.asarray(multihost_utils.process_allgather(buf))  # [n, per, bytes]
+    self.calls += 1
+    # Through the coordination service: a process whose children took longer may arrive much
+    # later than its peers (JAX's CPU collectives give it 30 s).
+    parts = multihost.allgather_json(
+        [dataclasses.asdict(dataclasses.replace(r, weights=None)) for r in local],
+        f"{self.name}-{self.calls}")
     out = []
     for i in range(len(archs)):
       p, j = i % self.n, i // self.n
       if p == self.pid:
         out.append(local[j])
         continue
-      d = json.loads(gathered[p, j].tobytes().rstrip(b"\0"))
+      d = dict(parts[p][j])
       for k in ("reward", "best_val_loss"):
         d[k] = float("nan") if d.get(k) is None else d[k]
       out.append(ChildResult(**d))

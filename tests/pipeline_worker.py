@@ -1,6 +1,7 @@
 """Subprocess for pipeline tests: a tiny run, optionally SIGKILLed at the n-th training of a phase.
 
-  python tests/pipeline_worker.py WORKDIR CACHE_DIR [--kill=PHASE:N] [--umask=OCTAL] [KEY=VALUE...]
+  python tests/pipeline_worker.py WORKDIR CACHE_DIR [--kill=PHASE:N] [--umask=OCTAL]
+      [--distributed=ADDRESS,NUM_PROCESSES,PROCESS_ID] [KEY=VALUE...]
 
 PHASE is search | rescore | final (the `tag["phase"]` of `train.TRAIN_HOOKS`); the process kills
 itself when asked to start its N-th training of that phase (0-based), a deterministic stand-in for
@@ -30,6 +31,12 @@ def main(argv):
       os.umask(int(a[len("--umask="):], 8))
     elif a.startswith("--variant="):
       variant = a[len("--variant="):]
+    elif a.startswith("--distributed="):
+      import jax  # pylint: disable=g-import-not-at-top
+      address, n, i = a[len("--distributed="):].split(",")
+      jax.distributed.initialize(coordinator_address=address, num_processes=int(n),
+                                 process_id=int(i), coordinator_bind_address=address,
+                                 initialization_timeout=120)
     else:
       overrides.append(a.split("=", 1))
   c = load_config(variant)

@@ -204,3 +204,26 @@ def test_grade_mode_runs_end_to_end(tiny_run, tmp_path):
   assert probs.shape[1] == 4
   text = (tmp_path / "w" / "report.md").read_text()
   assert "S0 vs S1-S3" in text or "binary view" in text
+
+
+def test_final_search_exports_deployable_models_and_leaves_the_estimate(tiny_run, tmp_path):
+  """Turned on after the run: one search on all subjects; Table 1 and its CIs do not change."""
+  import shutil
+  from nasrl_jax import export, pipeline
+  w = tmp_path / "w"
+  shutil.copytree(tiny_run.workdir, w)
+  c = tiny_run.config.copy_and_resolve_references()
+  c.eval.final_search = True
+  res = pipeline.run(c, str(w))
+  assert set(res["final_search"]) == MODELS
+  for m in res["models"]:
+    meta = export.load(w / "models" / m["name"]).metadata
+    assert meta["source"] == "final_search" and meta["fold"] == -1
+  keep = lambda rep: _strip({k: rep[k] for k in ("models", "comparisons", "outer_folds")})
+  before, after = keep(_report(tiny_run.workdir)), keep(_report(w))
+  for m in before["models"] + after["models"]:
+    for k in ("architecture", "kernels", "filters", "params", "flops", "exported"):
+      m.pop(k, None)  # The exported model changed (that is the point); nothing else.
+  assert before == after
+  rows = [json.loads(l) for l in (w / "search/history.jsonl").read_text().splitlines()]
+  assert {r["outer_fold"] for r in rows} == {0, 1, -1}

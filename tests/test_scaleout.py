@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "scaleout_worker.py")
@@ -66,3 +67,37 @@ def test_four_devices_and_two_processes_match_one_device(tmp_path):
     assert p.returncode == 0, err[-3000:]
     assert "devices 1 processes 2" in out
   _same(_rows(tmp_path / "two"), reference)
+
+
+def _modes_respect(workdir, umask):
+  """Every file and folder of a run: never world-writable, no bit the umask clears."""
+  bad = []
+  for folder, dirs, files in os.walk(workdir):
+    for name in dirs + files:
+      path = os.path.join(folder, name)
+      mode = os.stat(path).st_mode & 0o777
+      if mode & 0o002 or mode & umask:
+        bad.append(f"{path}: {oct(mode)}")
+  return bad
+
+
+@pytest.mark.xdist_group("tiny_run")
+def test_two_processes_give_the_single_process_report_and_respect_umask_002(tiny_run, tmp_path):
+  """The tiny nested run on 2 processes (outer folds round-robin) under umask 002: the same report
+  as the session's 1-process run (machine measurements exempt); files follow the umask."""
+  from tests.test_pipeline import _report, _strip
+  address = f"127.0.0.1:{_free_port()}"
+  w = tmp_path / "w"
+  worker = os.path.join(HERE, "pipeline_worker.py")
+  procs = [subprocess.Popen([sys.executable, worker, str(w), tiny_run.data_cache, "--umask=002",
+                             f"--distributed={address},2,{i}"], env=_env(1),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=900) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  assert _strip(_report(w)) == _strip(_report(tiny_run.workdir))
+  assert not _modes_respect(str(w), 0o002)
+  umask = os.umask(0)
+  os.umask(umask)
+  assert not _modes_respect(str(tiny_run.workdir), umask)  # The session's run, this umask.

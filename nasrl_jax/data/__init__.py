@@ -24,6 +24,7 @@ class Dataset:
     device: str[N] (numpy unicode array); '' where unknown.
     true_cap: float32[N] simulator ground truth (nan for real data).
     name: short description of the source for reports.
+    site: str[N] (numpy unicode array); '' where unknown (None is read as all unknown).
   """
   images: np.ndarray
   label: np.ndarray
@@ -32,6 +33,11 @@ class Dataset:
   device: np.ndarray
   true_cap: np.ndarray
   name: str = ""
+  site: np.ndarray = None
+
+  def __post_init__(self):
+    if self.site is None:
+      object.__setattr__(self, "site", np.full(len(self.label), "", dtype="<U1"))
 
   def __len__(self):
     return int(self.images.shape[0])
@@ -44,6 +50,7 @@ class Dataset:
     """Counts for reports: images, subjects, per-label and per-device image counts."""
     labels, counts = np.unique(self.label, return_counts=True)
     devices, dcounts = np.unique(self.device, return_counts=True)
+    sites, scounts = np.unique(self.site, return_counts=True)
     return {
         "name": self.name,
         "images": len(self),
@@ -51,6 +58,7 @@ class Dataset:
         "image_shape": list(self.images.shape[1:]),
         "labels": {str(int(l)): int(c) for l, c in zip(labels, counts)},
         "devices": {str(d): int(c) for d, c in zip(devices, dcounts)},
+        "sites": {str(d): int(c) for d, c in zip(sites, scounts) if str(d)},
     }
 
 

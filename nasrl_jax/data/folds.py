@@ -447,6 +447,8 @@ def load_or_make_folds(path, subject_id, label, num_folds, seed, val_parts=1,
           f"{path}: was made with {key}={old_meta[key]} but this run has {key}={value}; "
           "use a new --workdir")
   if final and final_fold is None:
-    raise UserInputError(f"{path}: has no final-search split but eval.final_search is on; use a "
-                         "new --workdir")
+    # Turning the final search on after a run adds its split; the outer folds stay as they are.
+    final_seed = int(np.random.SeedSequence([int(seed), 2**31 - 1]).generate_state(1)[0])
+    final_fold = final_split(subject_id, label, n_inner, final_seed, val_parts)
+    write_folds(path, subject_id, label, folds, meta=dict(old_meta), final=final_fold)
   return folds, final_fold

@@ -9,7 +9,7 @@ This module owns reading and validating label tables and turning them into a `Da
 `path` is relative to `config.data.root`, or to the CSV's folder when root is ''. Each row needs
 `cap` (FibroScan CAP, dB/m; labels come from `labels.cap_to_label`) or `label` (0/1 in binary mode,
 grade 0..3 in grade mode); when both are filled they must agree. `device` and `site` are optional
-(the `Dataset` keeps `device`; `site` is accepted but not stored: `Dataset` has no field).
+(the `Dataset` keeps both: `config.eval.outer_groups=device|site` holds one out per outer fold).
 
 Validation runs in three passes so that a user mistake stops the run with one line naming the
 file, row (as in the file: header = row 1) and field, before the slow part:
@@ -346,7 +346,8 @@ def load(data_cfg) -> Dataset:
     gray = decode_image(full, f"{table.path}: row {line}")
     images[i, ..., 0] = preprocess.resize(preprocess.crop(gray, data_cfg), size)
   device = np.asarray([row.get("device", "") for row in table.rows], str)
+  site = np.asarray([row.get("site", "") for row in table.rows], str)
   return Dataset(
       images=images, label=label, cap=cap, subject_id=subject_id, device=device,
       true_cap=np.full(len(paths), np.nan, np.float32),
-      name=f"manifest:{os.path.basename(table.path)}")
+      name=f"manifest:{os.path.basename(table.path)}", site=site)

@@ -15,6 +15,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from nasrl_jax import space as space_lib
@@ -44,10 +45,7 @@ class Controller(nnx.Module):
         nnx.LSTMCell(hidden, hidden, kernel_init=init, recurrent_kernel_init=init,
                      bias_init=init, rngs=rngs) for _ in range(lstm_layers)])
     self.hidden = hidden
-    mask = jnp.full((len(num_choices), vocab), _NEG)
-    for t, n in enumerate(self.num_choices):
-      mask = mask.at[t, :n].set(0.0)
-    self.mask = nnx.Variable(mask)  # Not a Param: not trained.
+    self.mask = nnx.Variable(jnp.asarray(action_mask(self.num_choices)))  # Not a Param: not trained.
 
   def initial_carry(self):
     z = jnp.zeros((self.hidden,))
@@ -73,6 +71,26 @@ def init(ctrl_cfg, space: space_lib.SearchSpace, key: jax.Array):
                      int(ctrl_cfg.hidden_size), float(ctrl_cfg.init_scale),
                      rngs=nnx.Rngs(params=key))
   return nnx.split(model, nnx.Param, ...)
+
+
+def action_mask(num_choices) -> np.ndarray:
+  """float32[types, max choices]: 0 for the actions a decision type has, _NEG for the others."""
+  mask = np.full((len(num_choices), max(num_choices)), _NEG, np.float32)
+  for t, n in enumerate(num_choices):
+    mask[t, :n] = 0.0
+  return mask
+
+
+def abstract(ctrl_cfg, space: space_lib.SearchSpace):
+  """(graphdef, abstract params, rest) without running any initialiser (`nnx.eval_shape`);
+  `rest` (the action mask) is concrete."""
+  num_choices = (len(space.kernels), len(space.filters))
+  model = nnx.eval_shape(lambda: Controller(num_choices, int(ctrl_cfg.lstm_layers),
+                                            int(ctrl_cfg.hidden_size), float(ctrl_cfg.init_scale),
+                                            rngs=nnx.Rngs(params=jax.random.key(0))))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  rest = jax.tree.map(lambda _: jnp.asarray(action_mask(num_choices)), rest)
+  return graphdef, params, rest
 
 
 def _scan_decisions(graphdef, params, rest, num_decisions, temperature, tanh_constant,

@@ -41,8 +41,7 @@ from nasrl_jax.errors import UserInputError
 # Config fields that may change between a run and its resume without changing the experiment.
 HARMLESS_FIELDS = ("variant", "log_every_s", "compile_cache_dir", "data.cache_dir",
                    "eval.fps_iters", "eval.throughput_batch", "search.aot_compile",
-                   "search.max_devices", "train.epoch_loop", "max_hours", "train.vmap_chunk",
-                   "train.split_batching", "train.cpu_opt_level",
+                   "search.max_devices", "train.epoch_loop", "max_hours",
                    # Turning the final search on after a run adds it; the estimate is untouched.
                    "eval.final_search")
 PROTOCOLS = ("nested", "paper")
@@ -345,19 +344,22 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> d
   if config.eval.final_search:
     with _Stage("final search on all subjects"):
       evaluate.run_final_search(r, outcome, export)
-  if not r.writer:
-    return {}
-  _ensure_exports(r, outcome)
-  models = []
-  with _Stage("inference speed"):
-    for name in _model_order(outcome.models):
-      models.append(_model_entry(r, outcome, name))
-  results = _results(r, outcome, models, command, time.time() - t_start)
-  results["compute"]["estimated_hours"] = estimate["hours"]
-  with _Stage("report"):
-    from nasrl_jax import report as report_lib  # pylint: disable=g-import-not-at-top
-    paths = report_lib.write_report(results, r.workdir)
-  logging.info("report: %s", paths.get("report_md"))
+  results = {}
+  if r.writer:
+    _ensure_exports(r, outcome)
+    models = []
+    with _Stage("inference speed"):
+      for name in _model_order(outcome.models):
+        models.append(_model_entry(r, outcome, name))
+    results = _results(r, outcome, models, command, time.time() - t_start)
+    results["compute"]["estimated_hours"] = estimate["hours"]
+    with _Stage("report"):
+      from nasrl_jax import report as report_lib  # pylint: disable=g-import-not-at-top
+      paths = report_lib.write_report(results, r.workdir)
+    logging.info("report: %s", paths.get("report_md"))
+  # The other processes wait for the report: JAX's shutdown barrier gives a finished process
+  # only minutes to be joined by its peers.
+  multihost.barrier("run-end")
   return results
 
 

@@ -77,8 +77,9 @@ class Reinforce:
   def __init__(self, space: space_lib.SearchSpace, ctrl_cfg, children_per_step: int):
     self.m = int(children_per_step)
     self.space, self.cfg = space, ctrl_cfg
-    # The graph definition is static; parameters are made in `init` from the key.
-    self.graphdef, _, self.rest = controller_lib.init(ctrl_cfg, space, jax.random.key(0))
+    # The graph definition is static; parameters are made in `init` from the key. Shapes only
+    # here (an eager init cost ~4 s of op-by-op compiles per process).
+    self.graphdef, _, self.rest = controller_lib.abstract(ctrl_cfg, space)
     self.optimizer = reinforce.make_optimizer(ctrl_cfg)
     log_prob = controller_lib.make_log_prob(self.graphdef, self.rest, ctrl_cfg)
     self._update = reinforce.make_update(log_prob, self.optimizer, ctrl_cfg)

@@ -487,6 +487,12 @@ def write_results(name: str, rec: dict, results_dir: Optional[str] = None) -> Li
   return paths
 
 
+def json_safe(obj):
+  """A plain-JSON copy (NaN -> None, numpy -> Python): `io_utils.to_json_safe`."""
+  from nasrl_jax import io_utils  # pylint: disable=g-import-not-at-top
+  return io_utils.to_json_safe(obj)
+
+
 def fmt(value, spec: str = ".3g") -> str:
   """A table cell: numbers with `spec`, None as '-'."""
   if value is None:

@@ -5,8 +5,9 @@
 
 For VGG19 and the search space's extremes (every layer 1x64 = smallest, 7x512 = largest), with the
 library's own pure training functions (`train.make_train_fn`, the code a search runs) and the
-default config's child setup (batch norm, VGG head, Adam, batch 32, loss-weighted balance, the
-paper cohort's padded split sizes 224 / 64 on random pixels):
+default config's child setup (batch norm, VGG head, Adam, batch 32, loss-weighted balance; another
+variant's with --config), on the paper cohort's padded split sizes (224 / 64 at batch 32) of
+random pixels:
   compile   seconds of `programs(device)` (the step and evaluate programs, compiled ahead of time),
             cold: the persistent compilation cache is off; split into the step program and the
             evaluate program from JAX's own compile events (trace + lower + XLA of each);
@@ -49,6 +50,9 @@ from nasrl_jax.errors import UserInputError  # pylint: disable=g-import-not-at-t
 
 def parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--config", default="paper",
+                 help="Config variant whose child setup is timed: paper (= default) | quick | cpu "
+                      "| tiny.")
   p.add_argument("--size", type=int, default=32, help="Input size in pixels (32 | 64 | 224 | ...).")
   p.add_argument("--width", type=float, default=0.125, help="Width multiplier (0.125 | 1.0).")
   p.add_argument("--dtype", default="float32", help="Compute dtype: float32 | bfloat16.")
@@ -68,6 +72,7 @@ def parse_args(argv):
                  help="Folder of the JSON (default benchmarks/results).")
   p.add_argument("--name", default="child_training", help="JSON file name (without .json).")
   a = p.parse_args(argv)
+  common.check_choice("config", a.config, common.VARIANTS)
   common.check_choice("dtype", a.dtype, ("float32", "bfloat16"))
   common.check_name(a.name)
   common.check_size(a.size)
@@ -83,8 +88,8 @@ def parse_args(argv):
 
 
 def make_config(args):
-  """The default (paper) config's child setup with this run's size/width/dtype/batch."""
-  return common.override(common.get_config("paper"), size=args.size, width=args.width,
+  """The config's child setup (default: the paper's) with this run's size/width/dtype/batch."""
+  return common.override(common.get_config(args.config), size=args.size, width=args.width,
                          dtype=args.dtype, batch=args.batch)
 
 
@@ -180,7 +185,8 @@ def main(argv):
   peak = common.matmul_peak(args.dtype, args.peak_n or None)
   info = common.device_info()
   peak["nominal_flops_per_s"] = common.nominal_peak(info["device_kind"], args.dtype)
-  rec = common.record("child_training", argv, device=info, size=args.size, width=args.width,
+  rec = common.record("child_training", argv, device=info, config_variant=args.config,
+                      size=args.size, width=args.width,
                       dtype=args.dtype, batch=int(config.train.batch_size),
                       num_train=sizes.num_train, num_eval=sizes.num_eval, compile_cache=cache,
                       peak=peak, rows=[])

@@ -13,7 +13,8 @@ no in-process cache helps one run from another:
                (`train.PROGRAMS`): it must compile nothing; then `repeat`: a search over a
                one-architecture space (every child 3x64), so one child trains and the others are
                memo hits;
-  search warm  the same again with the same cache dir: its compiles are persistent-cache hits;
+  search warm  the same again with the same cache dir: its compiles are persistent-cache hits
+               (--warm=0 skips it);
   aot off/on   K uniformly sampled children (random search, one step of K), persistent cache off,
                with `config.search.aot_compile` off (compile, train, compile, ...) and on (the
                evaluator's `prefetch` compiles child i+1 in a thread while child i trains).
@@ -63,6 +64,8 @@ def parse_args(argv):
   p.add_argument("--children", type=int, default=2, help="Children per step.")
   p.add_argument("--reward_splits", type=int, default=0,
                  help="Reward splits r per child (0 = the config's).")
+  p.add_argument("--warm", type=int, default=1,
+                 help="1: the warm-cache search worker after the cold one; 0: cold only.")
   p.add_argument("--again", type=int, default=1,
                  help="1: after the search, the same search again in the same process (cached "
                       "trainers: must compile nothing); 0: off.")
@@ -102,6 +105,7 @@ def parse_args(argv):
     raise UserInputError("--steps and --children must be >= 1; --aot_children, "
                          "--repeat_children, --reward_splits and --epochs >= 0")
   common.check_choice("again", a.again, (0, 1))
+  common.check_choice("warm", a.warm, (0, 1))
   return a
 
 
@@ -335,8 +339,9 @@ def main(argv):
       "config", "size", "width", "dtype", "epochs", "blocks", "strategy", "steps", "children",
       "reward_splits", "again", "repeat_children", "aot_children", "data", "data_cache")]
   work = tempfile.mkdtemp(prefix="nasrl_bench_work_")
-  plan = [("search cold", "search", os.path.join(work, "cold")),
-          ("search warm", "search", os.path.join(work, "warm"))]
+  plan = [("search cold", "search", os.path.join(work, "cold"))]
+  if args.warm:
+    plan.append(("search warm", "search", os.path.join(work, "warm")))
   if args.aot_children:
     plan += [("aot off", "aot_off", os.path.join(work, "aot_off")),
              ("aot on", "aot_on", os.path.join(work, "aot_on"))]

@@ -58,19 +58,20 @@ mkdir -p "$RES"
 
 echo "== setup"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if ! python3 -c "import ml_collections, tqdm, tensorboardX, sklearn" 2>/dev/null; then
+IMPORTS="import jax, flax, optax, ml_collections, tqdm, tensorboardX, sklearn; \
+print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
+if ! python3 -c "$IMPORTS" 2>/dev/null; then
   if ! ls .whl/*.whl >/dev/null 2>&1; then
     echo "no wheels in .whl/: run 'bash benchmarks/fetch_wheels.sh' here and carry .whl" >&2
     exit 2
   fi
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 2
   export PYTHONPATH="/tmp/site:$PYTHONPATH"
+  python3 -c "$IMPORTS" || exit 2
 fi
 # Benchmarks use their own cache settings; keep any outer setting from changing them.
 unset JAX_COMPILATION_CACHE_DIR
-nvidia-smi || true
-python3 -c "import jax, flax, optax, ml_collections, tqdm, tensorboardX, sklearn; \
-print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" || exit 2
+nvidia-smi 2>/dev/null || echo "(no nvidia-smi)"
 
 declare -A RC
 stage() {  # stage NAME TIMEOUT_S CMD... : runs with a timeout (the whole process group), logs.
@@ -84,7 +85,8 @@ stage() {  # stage NAME TIMEOUT_S CMD... : runs with a timeout (the whole proces
 }
 
 stage child_training_bf16 "$T_CHILD" python3 benchmarks/child_training.py "${CHILD[@]}" \
-  "${PAPER[@]}" --dtype=bfloat16 --archs="${CHILD_ARCHS[0]}" --steps=$STEPS --max_seconds_per_arch=8 \
+  "${PAPER[@]}" --dtype=bfloat16 --archs="${CHILD_ARCHS[0]}" --steps=$STEPS \
+  --max_seconds_per_arch=8 \
   --name=child_training_bf16 --results_dir="$RES"
 stage child_training_f32 "$T_F32" python3 benchmarks/child_training.py "${CHILD[@]}" \
   "${PAPER[@]}" --dtype=float32 --archs="${F32_ARCHS[0]}" --steps=$STEPS --max_seconds_per_arch=6 \

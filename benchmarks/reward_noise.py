@@ -24,7 +24,8 @@ Both trainings run at once in fresh subprocesses with the persistent compilation
 rewards do not depend on timing). Writes
 benchmarks/results/reward_noise.json and prints a table last:
 
-  metric  r  within sd  between sd  between/within  float max move  float mean move  max move (seed mean)
+  metric  r  within sd  between sd  between/within  float max move  float mean move
+  max move (seed mean)
 """
 
 import argparse
@@ -54,7 +55,8 @@ def parse_args(argv):
   p.add_argument("--config", default="quick", help="Config variant: quick | cpu | tiny | paper.")
   p.add_argument("--size", type=int, default=0, help="Image size (0 = the config's).")
   p.add_argument("--width", type=float, default=0.0, help="Width multiplier (0 = the config's).")
-  p.add_argument("--blocks", default="", help="Conv layers per block, e.g. 1,1,1,1,1 ('' = config).")
+  p.add_argument("--blocks", default="",
+                 help="Conv layers per block, e.g. 1,1,1,1,1 ('' = the config's).")
   p.add_argument("--epochs", type=int, default=0, help="Epochs per training (0 = the config's).")
   p.add_argument("--archs", default="vgg19,sampled,sampled2,sampled3",
                  help="Comma-separated: vgg19 (the space's), sampled, sampled2, ..., or arch "

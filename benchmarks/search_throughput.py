@@ -20,14 +20,15 @@ no in-process cache helps one run from another:
                evaluator's `prefetch` compiles child i+1 in a thread while child i trains).
 Compiles are counted from JAX's own events (`compiles.install().snapshot()`): child-program
 compiles, persistent-cache hits and compile seconds; the compile share is child-program compile
-seconds / search wall time ("other s": every other compile, e.g. the strategy's ask/tell). Reported: children/hour (with memo hits, and trained only), compile share, cache
-hits/misses, the `again` search's compiles (0 = cached trainers work), memo hits, the AOT wall-time
-ratio, and per-child compile and train seconds with the FLOPs that benchmarks/summary.py projects
-paper-scale cost from. Writes benchmarks/results/search_throughput.json after every subprocess and
-prints a table last:
+seconds / search wall time ("other s": every other compile, e.g. the strategy's ask/tell).
+Reported: children/hour (with memo hits, and trained only), compile share, cache hits/misses, the
+`again` search's compiles (0 = cached trainers work), memo hits, the AOT wall-time ratio, and
+per-child compile and train seconds with the FLOPs that benchmarks/summary.py projects paper-scale
+cost from. Writes benchmarks/results/search_throughput.json after every subprocess and prints a
+table last:
 
-  run  children  trained  memo  wall s  compile s  compile %  compiled/hits  other s  train s  children/h
-  cache hit/miss
+  run  children  trained  memo  wall s  compile s  compile %  compiled/hits  other s  train s
+  children/h  cache hit/miss
 ("compiled/hits": child programs compiled / served by the persistent cache, from compile events;
 "cache hit/miss": every program's persistent-cache hits and misses.)
 """
@@ -58,7 +59,8 @@ def parse_args(argv):
   p.add_argument("--width", type=float, default=0.0, help="Width multiplier override (0 = config).")
   p.add_argument("--dtype", default="", help="float32 | bfloat16 ('' = the config's).")
   p.add_argument("--epochs", type=int, default=0, help="Epochs per child (0 = the config's).")
-  p.add_argument("--blocks", default="", help="Conv layers per block, e.g. 1,1,1,1,1 ('' = config).")
+  p.add_argument("--blocks", default="",
+                 help="Conv layers per block, e.g. 1,1,1,1,1 ('' = the config's).")
   p.add_argument("--strategy", default="reinforce", help="reinforce | random | evolution.")
   p.add_argument("--steps", type=int, default=2, help="Steps of the search.")
   p.add_argument("--children", type=int, default=2, help="Children per step.")
@@ -394,7 +396,8 @@ def print_table(rec, args):
   def phase(label, p, cache=""):
     return [label, p["children"], p["trained"], p["memo_hits"], common.fmt(p["wall_seconds"]),
             common.fmt(p["compile_seconds"]), common.fmt(100 * p["compile_share"]),
-            f"{p['compiles']}/{p['persistent_cache_hits']}", common.fmt(p["other_compile_seconds"]), common.fmt(p["train_seconds"]), common.fmt(p["children_per_hour"], ".4g"),
+            f"{p['compiles']}/{p['persistent_cache_hits']}", common.fmt(p["other_compile_seconds"]),
+            common.fmt(p["train_seconds"]), common.fmt(p["children_per_hour"], ".4g"),
             cache]
 
   for r in rec["rows"]:

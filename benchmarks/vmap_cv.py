@@ -56,7 +56,8 @@ def parse_args(argv):
   p.add_argument("--size", type=int, default=0, help="Image size (0 = the config's: 32 quick).")
   p.add_argument("--width", type=float, default=0.0, help="Width multiplier (0 = the config's).")
   p.add_argument("--dtype", default="", help="float32 | bfloat16 ('' = the config's).")
-  p.add_argument("--blocks", default="", help="Conv layers per block, e.g. 1,1,1,1,1 ('' = config).")
+  p.add_argument("--blocks", default="",
+                 help="Conv layers per block, e.g. 1,1,1,1,1 ('' = the config's).")
   p.add_argument("--archs", default="vgg19,sampled",
                  help="Comma-separated: vgg19 (the space's), sampled, sampled2, ..., smallest, "
                       "largest, or arch strings.")
@@ -108,7 +109,8 @@ class Unrolled:
   """
 
   def __init__(self, arch, spec, recipe, sizes, num_images, chunk):
-    self.core = train_lib._Core(arch, spec, recipe, sizes, num_images)  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access  (the engine exposes no traceable step; see notes)
+    self.core = train_lib._Core(arch, spec, recipe, sizes, num_images)
     self.recipe, self.chunk = recipe, int(chunk)
     self.fns = train_lib.make_train_fn(arch, spec, recipe, sizes, num_images=num_images,
                                        split_batching="sequential")

@@ -68,6 +68,9 @@ def parse_args(argv):
     raise UserInputError("--outer_folds, --folds and --epochs must be >= 0")
   if a.outer_folds == 1:
     raise UserInputError("--outer_folds=1: need at least 2 (or 0 = the config's)")
+  from nasrl_jax import space as space_lib  # pylint: disable=g-import-not-at-top
+  sp = space_lib.SearchSpace.from_config(make_config(a, a.mode_list[0], ()).space)
+  a.architecture = list(common.space_archs(a.arch, sp).values())[0]  # Checked before any work.
   return a
 
 
@@ -95,12 +98,10 @@ def measure(args, mode, augment, workdir) -> dict:
   from nasrl_jax import evaluate  # pylint: disable=g-import-not-at-top
   from nasrl_jax import metrics  # pylint: disable=g-import-not-at-top
   from nasrl_jax import pipeline  # pylint: disable=g-import-not-at-top
-  from nasrl_jax import space as space_lib  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
   config = make_config(args, mode, augment)
   run = pipeline.prepare(config, workdir, check=False)
-  arch = list(common.space_archs(args.arch, space_lib.SearchSpace.from_config(config.space))
-              .values())[0]
+  arch = args.architecture
   n = len(run.folds) if not args.folds else min(args.folds, len(run.folds))
   folds = []
   for k in range(n):

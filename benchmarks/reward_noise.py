@@ -10,7 +10,8 @@ rows) on the pipeline's own reward splits (`pipeline.prepare(config, workdir)` -
 `run.reward_splits(fold, outer, seed, replica)`, trained by `run.factory`), and for every reward
 metric (`reinforce.metric_value`: val_accuracy = best epoch's accuracy, the paper's; val_auroc and
 val_nll = the kept weights', minus the NLL) and r = 1, 2, 3 (the reward is the mean over the first
-r splits, as `search.ChildEvaluator` computes it):
+r splits, as `search.ChildEvaluator` computes it; a split's training does not depend on r: its key
+is `(seed 0, outer fold, split j, replica s)`, and the padded sizes are those of the largest r):
   within sd   one architecture's reward over the seeds (pooled over architectures: the root of the
               mean variance): the noise a single child's reward carries;
   between sd  the architectures' seed-mean rewards across architectures: the signal a search
@@ -21,8 +22,8 @@ r splits, as `search.ChildEvaluator` computes it):
               |reward(N) - reward(1)| of single rewards, and the largest move of the seed mean
               (a winner's re-scored reward; issue 12 asks for <= 0.03).
 Both trainings run at once in fresh subprocesses with the persistent compilation cache off (the
-rewards do not depend on timing). Writes
-benchmarks/results/reward_noise.json and prints a table last:
+rewards do not depend on timing). Writes benchmarks/results/reward_noise.json and prints a table
+last:
 
   metric  r  within sd  between sd  between/within  float max move  float mean move
   max move (seed mean)

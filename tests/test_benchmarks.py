@@ -103,6 +103,8 @@ def test_bad_flags_stop_with_one_line():
     reward_noise.parse_args(["--float_devices=1"])
   with pytest.raises(UserInputError, match="--modes='none,flip'"):
     balance_modes.parse_args(["--modes=none,flip"])
+  with pytest.raises(UserInputError, match="unknown architecture 'resnet'"):
+    balance_modes.parse_args(["--arch=resnet"])
   with pytest.raises(UserInputError, match="--lrs"):
     controller_toy.parse_args(["--lrs=fast"])
   with pytest.raises(UserInputError, match="--strategies"):

@@ -1,13 +1,15 @@
-"""Shared helpers of the benchmarks: device facts, timing, peak FLOP/s, result files and tables.
+"""Shared helpers of the benchmarks: device facts, timing, peak FLOP/s, configs, data, result files.
 
 Owns what every benchmark script repeats: which device and software ran it, the named
-architectures they time, a synchronised median timer, the measured matmul peak that MFU is
-relative to, the JAX persistent-compilation-cache switches, the JSON result record
-(benchmarks/results/<name>.json, also $OUT/<name>.json when $OUT is set, as on a lent GPU) and the
-plain-text table printed last.
+architectures they time, the experiment config with benchmark defaults, a random-pixel cohort of
+the paper's shapes with k-fold or search splits for the pure training functions (`train.py`), a
+synchronised median timer, the measured matmul peak that MFU is relative to, the JAX
+persistent-compilation-cache switches (`--compile_cache`), compile-phase timing per child program,
+the JSON result record (benchmarks/results/<name>.json, also $OUT/<name>.json when $OUT is set, as
+on a lent GPU) and the plain-text table printed last.
 
-Imports stay light on purpose (jax, numpy and this package's child/space modules): the GPU image
-the benchmarks run on has no scikit-learn, Pillow or matplotlib (see fetch_wheels.sh).
+Imports stay light on purpose (jax, numpy and this package's child/space/train modules): the GPU
+image the benchmarks run on has no Pillow or matplotlib (see fetch_wheels.sh).
 """
 
 import datetime
@@ -54,6 +56,180 @@ NOMINAL_PEAK = {
     "H100": {"bfloat16": 989e12, "float32": 494e12},  # SXM (80GB HBM3).
     "H200": {"bfloat16": 989e12, "float32": 494e12},
 }
+
+
+# The default config's split sizes on the paper-sized cohort (310 images; `evaluate.padded_sizes`
+# on the simulator's folds, 2026-12): at most 220 training rows (balance loss_weight: no copies)
+# and 62 test rows (an outer fold of 5), padded to 224 / 64 at batch 32 / eval batch 64.
+COHORT_IMAGES, TRAIN_EXAMPLES, EVAL_EXAMPLES = 310, 220, 62
+
+# Config variants of configs/fatty_liver.py a benchmark accepts ("paper" = the default config).
+VARIANTS = ("quick", "cpu", "tiny", "paper")
+
+
+def get_config(variant: str = "paper"):
+  """The experiment config of `variant`, with benchmark defaults: no persistent compilation cache
+  of the config's own (benchmarks choose with `--compile_cache`), no periodic progress lines."""
+  from configs import fatty_liver  # pylint: disable=g-import-not-at-top
+  check_choice("config", variant, VARIANTS)
+  c = fatty_liver.get_config(None if variant == "paper" else variant)
+  c.compile_cache_dir = ""
+  c.log_every_s = 1e9
+  return c
+
+
+def override(config, *, size=0, width=0.0, dtype="", epochs=0, batch=0, blocks=""):
+  """Applies the benchmark flags that change the child setup (0 / '' = keep the config's)."""
+  if size:
+    config.data.image_size = int(size)
+  if width:
+    config.space.width_multiplier = float(width)
+  if dtype:
+    config.train.dtype = dtype
+  if epochs:
+    config.train.epochs = int(epochs)
+  if batch:
+    config.train.batch_size = int(batch)
+  if blocks:
+    config.space.blocks = parse_ints("blocks", blocks)
+  return config
+
+
+def parse_ints(flag: str, text: str, minimum: int = 1) -> tuple:
+  """'2,5,10' -> (2, 5, 10); one UserInputError line for anything else."""
+  try:
+    values = tuple(int(w) for w in str(text).split(",") if w.strip())
+  except ValueError:
+    raise UserInputError(f"--{flag}={text!r}: give comma-separated integers") from None
+  if not values or min(values) < minimum:
+    raise UserInputError(f"--{flag}={text!r}: give comma-separated integers >= {minimum}")
+  return values
+
+
+def parse_words(flag: str, text: str, choices: Sequence[str]) -> tuple:
+  """'a,b' -> ('a', 'b'), each one of `choices`; one UserInputError line otherwise."""
+  words = tuple(w.strip() for w in str(text).split(",") if w.strip())
+  bad = [w for w in words if w not in choices]
+  if bad or not words:
+    raise UserInputError(f"--{flag}={text!r}: choose from {', '.join(choices)}")
+  return words
+
+
+def check_size(size: int, flag: str = "size") -> None:
+  """Image sizes must survive five 2x2 pools."""
+  if size and (size < 32 or size % 32):
+    raise UserInputError(f"--{flag}={size}: must be a multiple of 32 (five 2x2 pools), "
+                         "e.g. 32, 64, 224")
+
+
+def space_archs(text: str, space, seed: int = 0) -> Dict[str, space_lib.Architecture]:
+  """Architectures of a search space by name: vgg19 (the space's VGG19), sampled, sampled2, ...
+  (uniform samples of the space, key `seed`), smallest, largest, or an architecture string.
+
+  Raises:
+    UserInputError: an unknown name or an architecture outside the space's block pattern.
+  """
+  out = {}
+  for name in [w.strip() for w in text.split(",") if w.strip()]:
+    if name == "vgg19":
+      out[name] = space.vgg19
+    elif name.startswith("sampled") and (name[7:].isdigit() or not name[7:]):
+      i = int(name[7:] or 1) - 1
+      out[name] = space.sample(jax.random.fold_in(jax.random.key(int(seed)), i))
+    elif name in ("smallest", "largest"):
+      k, f = (min(space.kernels), min(space.filters)) if name == "smallest" else (
+          max(space.kernels), max(space.filters))
+      out[name] = space_lib.Architecture((k,) * space.num_layers, (f,) * space.num_layers,
+                                         space.blocks)
+    elif "x" in name and "|" in name:
+      try:
+        arch = space_lib.Architecture.from_string(name)
+      except ValueError as e:
+        raise UserInputError(f"--archs: cannot read architecture {name!r}: {e}") from None
+      if arch.blocks != space.blocks:
+        raise UserInputError(f"--archs: {name!r} has blocks {arch.blocks}, the space "
+                             f"{space.blocks}")
+      out[name] = arch
+    else:
+      raise UserInputError(f"--archs: unknown architecture {name!r}; choose from vgg19, "
+                           "sampled, sampled2, ..., smallest, largest or give '3x64 | ...'")
+  if not out:
+    raise UserInputError("--archs is empty")
+  return out
+
+
+def random_cohort(size: int, num_images: int = COHORT_IMAGES, seed: int = 0):
+  """(uint8 images [N, size, size, 1], int32 labels [N]) of random pixels with a weak cue.
+
+  Class 1 is a little brighter in the top half, so training moves the loss (a timing or an
+  agreement check on pure noise would only see a flat loss). The shapes are the paper cohort's;
+  no simulator, Pillow or scikit-learn is needed.
+  """
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 2, num_images).astype(np.int32)
+  images = rng.integers(0, 200, (num_images, size, size, 1))
+  images[:, : size // 2] += 30 * labels[:, None, None, None]
+  return images.astype(np.uint8), labels
+
+
+def split_kwargs(config, labels) -> dict:
+  """`train.make_split` keyword arguments of the config's balance mode (no copies: the rows a
+  benchmark passes are used once each, so repeat/rot90 only switch the step's rotation on)."""
+  return {"labels": labels, "num_classes": int(config.model.num_classes),
+          "class_weighted": config.data.balance == "loss_weight",
+          "balanced_sampling": config.data.balance == "upright_sample"}
+
+
+def kfold_splits(config, labels, k: int, seed: int = 0):
+  """(splits, keys, sizes) of k-fold CV over every image: fold j validates, the rest train.
+
+  Keys are `rng.train_key(root, seed=0, outer=j, split=0, replica=FINAL_REPLICA)`, the stream a
+  final (CV) training of outer fold j draws.
+  """
+  from nasrl_jax import rng as rng_lib  # pylint: disable=g-import-not-at-top
+  from nasrl_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  n = len(labels)
+  if not 2 <= k <= n:
+    raise UserInputError(f"--folds={k}: need 2 <= folds <= {n} images")
+  parts = np.array_split(np.random.default_rng(seed).permutation(n), k)
+  b, eb = int(config.train.batch_size), int(config.train.eval_batch_size)
+  sizes = train_lib.Sizes(train_lib.pad_to(n - min(map(len, parts)), b),
+                          train_lib.pad_to(max(map(len, parts)), eb))
+  root = rng_lib.root_key(config.seed)
+  splits, keys = [], []
+  for j in range(k):
+    train_idx = np.sort(np.concatenate([p for i, p in enumerate(parts) if i != j]))
+    key = rng_lib.train_key(root, seed=0, outer=j, split=0, replica=rng_lib.FINAL_REPLICA)
+    splits.append(train_lib.make_split(
+        train_idx, np.zeros(train_idx.size), np.sort(parts[j]), sizes,
+        rng=rng_lib.host_rng(rng_lib.purpose(key, rng_lib.Purpose.PADDING)),
+        **split_kwargs(config, labels)))
+    keys.append(key)
+  return splits, keys, sizes
+
+
+def cohort_splits(config, labels, r: int, seed: int = 0):
+  """(splits, keys, sizes) of r search reward splits of the cohort's shapes (random rows).
+
+  TRAIN_EXAMPLES training and EVAL_EXAMPLES validation rows each, padded as the pipeline pads the
+  default config's splits; keys are the search replica's `rng.train_key(..., split=j)`.
+  """
+  from nasrl_jax import rng as rng_lib  # pylint: disable=g-import-not-at-top
+  from nasrl_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  n = len(labels)
+  b, eb = int(config.train.batch_size), int(config.train.eval_batch_size)
+  sizes = train_lib.Sizes(train_lib.pad_to(TRAIN_EXAMPLES, b), train_lib.pad_to(EVAL_EXAMPLES, eb))
+  rng = np.random.default_rng(seed)
+  root = rng_lib.root_key(config.seed)
+  splits, keys = [], []
+  for j in range(r):
+    perm = rng.permutation(n)
+    val, tr = np.sort(perm[:EVAL_EXAMPLES]), np.sort(perm[EVAL_EXAMPLES:][:TRAIN_EXAMPLES])
+    key = rng_lib.train_key(root, seed=0, outer=0, split=j, replica=rng_lib.SEARCH_REPLICA)
+    splits.append(train_lib.make_split(tr, np.zeros(tr.size), val, sizes,
+                                       **split_kwargs(config, labels)))
+    keys.append(key)
+  return splits, keys, sizes
 
 
 def parse_archs(text: str) -> Dict[str, space_lib.Architecture]:
@@ -193,31 +369,65 @@ class CompilePhases:
 
   trace: Python tracing to a jaxpr; lower: jaxpr -> StableHLO; backend: XLA compilation, or the
   persistent-cache lookup that replaces it on a hit. Trace and lower run Python under the GIL,
-  which matters for compiling in a background thread; a cache hit still pays both.
+  which matters for compiling in a background thread; a cache hit still pays both. Every event
+  names its function, so the sums are also kept per child program (`train.py` names them
+  `nasrl_child_step_<hash>` and `nasrl_child_eval_<hash>`): `programs["step"]["backend"]`.
   """
 
   EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace",
             "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
             "/jax/core/compile/backend_compile_duration": "backend"}
+  PROGRAMS = {"nasrl_child_step_": "step", "nasrl_child_eval_": "eval"}
 
   def __init__(self):
-    self.seconds = {v: 0.0 for v in self.EVENTS.values()}
+    self.seconds = self._zero()
+    self.programs = {p: self._zero() for p in self.PROGRAMS.values()}
     jax.monitoring.register_event_duration_secs_listener(self._on_duration)
 
+  def _zero(self):
+    return {v: 0.0 for v in self.EVENTS.values()}
+
   def _on_duration(self, event, duration, **kwargs):
-    del kwargs
     phase = self.EVENTS.get(event)
-    if phase is not None:
-      self.seconds[phase] += float(duration)
+    if phase is None:
+      return
+    self.seconds[phase] += float(duration)
+    name = str(kwargs.get("fun_name", ""))
+    name = name[4:-1] if name.startswith("jit(") and name.endswith(")") else name
+    for prefix, program in self.PROGRAMS.items():
+      if name.startswith(prefix):
+        self.programs[program][phase] += float(duration)
 
   def reset(self) -> dict:
-    """Returns the sums so far and starts again from zero."""
+    """Returns the sums so far (all functions) and starts again from zero."""
     out = dict(self.seconds)
-    self.seconds = {k: 0.0 for k in self.seconds}
+    self.seconds = self._zero()
+    return out
+
+  def reset_programs(self) -> dict:
+    """Returns {program: {phase: seconds}} so far and starts those sums again from zero."""
+    out = {p: dict(v) for p, v in self.programs.items()}
+    self.programs = {p: self._zero() for p in self.PROGRAMS.values()}
     return out
 
   def close(self):
     jax.monitoring.unregister_event_duration_listener(self._on_duration)
+
+
+COMPILE_CACHE_HELP = ("JAX persistent compilation cache: off (cold compiles, what a never-seen "
+                      "child costs; the default) | keep (leave this process's setting, e.g. a "
+                      "test session's cache) | a folder to use")
+
+
+def apply_compile_cache(value: str) -> str:
+  """Applies a `--compile_cache` value (see COMPILE_CACHE_HELP); returns what was done."""
+  if value == "off":
+    disable_compile_cache()
+    return "off"
+  if value == "keep":
+    return "kept (" + ("on" if jax.config.jax_enable_compilation_cache else "off") + ")"
+  enable_compile_cache(value)
+  return f"on ({value})"
 
 
 def record(name: str, argv: Sequence[str], device: Optional[dict] = None, **payload) -> dict:
@@ -275,6 +485,12 @@ def write_results(name: str, rec: dict, results_dir: Optional[str] = None) -> Li
     io_utils.atomic_write_json(path, io_utils.to_json_safe(rec))
     paths.append(path)
   return paths
+
+
+def json_safe(obj):
+  """A plain-JSON copy (NaN -> None, numpy -> Python): `io_utils.to_json_safe`."""
+  from nasrl_jax import io_utils  # pylint: disable=g-import-not-at-top
+  return io_utils.to_json_safe(obj)
 
 
 def fmt(value, spec: str = ".3g") -> str:

@@ -1,18 +1,23 @@
-"""Controller calibration on a toy landscape: REINFORCE at several learning rates vs random search.
+"""Search strategies on a toy landscape: REINFORCE at several learning rates, evolution, random.
 
-  python benchmarks/controller_toy.py [--samples=1000] [--seeds=3]
+  python benchmarks/controller_toy.py [--samples=1000] [--seeds=3] [--lrs=6e-4,2e-3,4e-3,1e-2]
 
-Reward = fraction of the 32 decisions that agree with a fixed hidden target architecture (a smooth
-landscape with one optimum, cheap enough for thousands of samples). Prints, per strategy, the mean
-reward of the first and last 100 samples and the best reward found; writes
-benchmarks/results/controller_toy.json.
+Reward = fraction of the 32 decisions that agree with a hidden target architecture (one per seed,
+a uniform sample of the default space): a smooth landscape with one optimum, cheap enough for
+thousands of samples. Every strategy is the library's own (`strategies.make`: the REINFORCE
+controller at each --lrs learning rate, regularized evolution with the config's population and
+tournament, random search), run as one jitted `strategies.scan_search` (ask -> reward -> tell,
+`lax.scan` over steps) of --samples // --children steps. Prints, per strategy, the mean reward of
+the first and last 100 samples and the best reward found (means over seeds); writes
+benchmarks/results/controller_toy.json and prints a table last:
+
+  strategy  first 100  last 100  best  seconds
 """
 
 import argparse
-import datetime
-import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -20,60 +25,109 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from nasrl_jax import controller, reinforce  # pylint: disable=g-import-not-at-top
-from nasrl_jax.space import SearchSpace  # pylint: disable=g-import-not-at-top
-from tests.conftest import load_config  # pylint: disable=g-import-not-at-top
+from benchmarks import common  # pylint: disable=g-import-not-at-top
+from nasrl_jax import space as space_lib  # pylint: disable=g-import-not-at-top
+from nasrl_jax import strategies  # pylint: disable=g-import-not-at-top
+from nasrl_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
+
+ZOPH_LR = 6e-4  # Zoph & Le's controller learning rate (made for 12,800 children).
 
 
-def run(strategy, lr, samples, seed, m=8):
-  c = load_config()
-  c.controller.learning_rate = lr
-  sp = SearchSpace()
-  target = sp.encode(sp.sample(jax.random.key(1000 + seed)))
-  rewards = []
-  if strategy == "random":
-    for i in range(samples // m):
-      a = np.stack([sp.sample_actions(k) for k in
-                    jax.random.split(jax.random.fold_in(jax.random.key(seed), i), m)])
-      rewards.extend((a == target).mean(1))
-    return np.asarray(rewards)
-  g, p, r = controller.init(c.controller, sp, jax.random.key(seed))
-  sampler = controller.make_sampler(g, r, sp.num_decisions, c.controller)
-  opt = reinforce.make_optimizer(c.controller)
-  update = reinforce.make_update(controller.make_log_prob(g, r, c.controller), opt, c.controller)
-  state = reinforce.init_state(p, opt)
-  for i in range(samples // m):
-    a, _, _ = sampler(state.params, jax.random.split(jax.random.fold_in(jax.random.key(seed), i), m))
-    rw = (np.asarray(a) == target).mean(1)
-    state, _ = update(state, a, jnp.asarray(rw, jnp.float32))
-    rewards.extend(rw)
-  return np.asarray(rewards)
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--samples", type=int, default=1000, help="Children per search.")
+  p.add_argument("--seeds", type=int, default=3, help="Searches per strategy (targets differ).")
+  p.add_argument("--children", type=int, default=8, help="Children per step.")
+  p.add_argument("--lrs", default="6e-4,2e-3,4e-3,1e-2",
+                 help="Controller learning rates of the REINFORCE rows.")
+  p.add_argument("--strategies", default="reinforce,evolution,random",
+                 help="Strategies to run (reinforce once per learning rate).")
+  p.add_argument("--window", type=int, default=100, help="Samples in the first/last means.")
+  p.add_argument("--results_dir", default="",
+                 help="Folder of the JSON (default benchmarks/results).")
+  p.add_argument("--name", default="controller_toy", help="JSON file name (without .json).")
+  a = p.parse_args(argv)
+  common.check_name(a.name)
+  if a.children < 1 or a.seeds < 1 or a.window < 1:
+    raise UserInputError("--children, --seeds and --window must be >= 1")
+  if a.samples < a.children:
+    raise UserInputError(f"--samples={a.samples}: need at least --children={a.children}")
+  try:
+    a.lr_list = tuple(float(w) for w in a.lrs.split(",") if w.strip())
+  except ValueError:
+    raise UserInputError(f"--lrs={a.lrs!r}: give comma-separated numbers") from None
+  if not a.lr_list or min(a.lr_list) <= 0:
+    raise UserInputError(f"--lrs={a.lrs!r}: give learning rates > 0")
+  a.strategy_list = common.parse_words("strategies", a.strategies, strategies.NAMES)
+  return a
 
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--samples", type=int, default=1000)
-  ap.add_argument("--seeds", type=int, default=3)
-  args = ap.parse_args()
+def plan(args, config) -> list:
+  """(row name, strategy name, controller learning rate or None) per row."""
   rows = []
-  for name, strategy, lr in [("random", "random", 0.0), ("reinforce lr 6e-4 (Zoph)", "rl", 6e-4),
-                             ("reinforce lr 2e-3", "rl", 2e-3),
-                             ("reinforce lr 4e-3 (default)", "rl", 4e-3),
-                             ("reinforce lr 1e-2", "rl", 1e-2)]:
-    res = [run(strategy, lr, args.samples, s) for s in range(args.seeds)]
-    rows.append({"strategy": name, "first100": float(np.mean([r[:100].mean() for r in res])),
-                 "last100": float(np.mean([r[-100:].mean() for r in res])),
-                 "best": float(np.mean([r.max() for r in res]))})
-  out = {"device": str(jax.devices()[0]), "date": datetime.date.today().isoformat(),
-         "command": "python " + " ".join(sys.argv), "samples": args.samples,
-         "seeds": args.seeds, "rows": rows}
-  os.makedirs(os.path.join(os.path.dirname(__file__), "results"), exist_ok=True)
-  with open(os.path.join(os.path.dirname(__file__), "results", "controller_toy.json"), "w") as f:
-    json.dump(out, f, indent=2)
-  print(f"{'strategy':30s} {'first 100':>10s} {'last 100':>10s} {'best':>6s}")
-  for r in rows:
-    print(f"{r['strategy']:30s} {r['first100']:10.3f} {r['last100']:10.3f} {r['best']:6.3f}")
+  for name in args.strategy_list:
+    if name == "reinforce":
+      default = float(config.controller.learning_rate)
+      for lr in args.lr_list:
+        tags = [t for t, hit in ((" (Zoph)", lr == ZOPH_LR), (" (default)", lr == default)) if hit]
+        rows.append((f"reinforce lr {lr:g}" + "".join(tags), name, lr))
+    else:
+      rows.append((name, name, None))
+  return rows
+
+
+def run_strategy(name, lr, config, space, args) -> list:
+  """[float[samples]] per seed: the rewards of each search, in sampling order.
+
+  One jitted search per strategy row; seeds differ only in the key and the hidden target (both
+  arguments), so they share its compiled program.
+  """
+  if lr is not None:
+    config.controller.learning_rate = lr
+  strategy = strategies.make(name, config, space, children_per_step=args.children)
+  steps = args.samples // args.children
+
+  def search(key, target):
+    reward = lambda actions: jnp.mean((actions == target).astype(jnp.float32), axis=1)
+    return strategies.scan_search(strategy, reward, key, steps)[2]
+
+  search = jax.jit(search)
+  out = []
+  for seed in range(args.seeds):
+    target = jnp.asarray(space.encode(space.sample(jax.random.key(1000 + seed))))
+    out.append(np.asarray(search(jax.random.key(seed), target)).reshape(-1))
+  return out
+
+
+def main(argv):
+  args = parse_args(argv[1:])
+  config = common.get_config("paper")
+  space = space_lib.SearchSpace.from_config(config.space)
+  rec = common.record("controller_toy", argv, samples=args.samples, seeds=args.seeds,
+                      children_per_step=args.children, window=args.window,
+                      population=int(config.evolution.population),
+                      tournament=int(config.evolution.tournament), rows=[])
+  w = args.window
+  for row_name, name, lr in plan(args, config):
+    t0 = time.perf_counter()
+    res = run_strategy(name, lr, config, space, args)
+    rec["rows"].append({
+        "strategy": row_name, "name": name, "learning_rate": lr,
+        "first": float(np.mean([r[:w].mean() for r in res])),
+        "last": float(np.mean([r[-w:].mean() for r in res])),
+        "best": float(np.mean([r.max() for r in res])),
+        "seconds": time.perf_counter() - t0})
+    common.write_results(args.name, rec, args.results_dir or None)
+  print(f"\ntoy landscape (agreement with a hidden target, {space.num_decisions} decisions), "
+        f"{args.samples} samples x {args.seeds} seeds, {args.children} per step; {rec['date']}")
+  rows = [[r["strategy"], f"{r['first']:.3f}", f"{r['last']:.3f}", f"{r['best']:.3f}",
+           common.fmt(r["seconds"])] for r in rec["rows"]]
+  print(common.table(rows, ["strategy", f"first {w}", f"last {w}", "best", "seconds"]))
+  return rec
 
 
 if __name__ == "__main__":
-  main()
+  try:
+    main(sys.argv)
+  except UserInputError as e:
+    sys.exit(f"error: {e}")

@@ -7,20 +7,24 @@
 #   bash benchmarks/fetch_wheels.sh --pipeline   # + what launch.py's whole pipeline imports
 #
 # The GPU image has jax (CUDA), flax, optax, orbax-checkpoint, chex, absl and their dependencies
-# (numpy, scipy, PyYAML, etils, ...), but not:
+# (numpy, scipy, protobuf, PyYAML, etils, ...), but not:
 #   ml-collections        configs/fatty_liver.py                       (all benchmarks)
-#   tqdm                  nasrl_jax/search.py                          (search_throughput)
+#   tqdm                  nasrl_jax/search.py's progress line          (search_throughput)
+#   tensorboardX          nasrl_jax/logs.py: a search's Ledger writes TensorBoard events
+#                                                                      (search_throughput)
 #   scikit-learn (+ joblib, threadpoolctl, narwhals, cloudpickle)
-#                         nasrl_jax/metrics.py via nasrl_jax/evaluate.py (inference: FPS comes
-#                         from evaluate.inference_speed; also data/folds.py)
-# --pipeline adds Pillow (data sources, simulator), matplotlib and its dependencies (report.py)
-# and pydicom (dicom source). tensorflow-datasets is only needed by data/tfds_builder.py and is
-# not fetched. Versions are pinned to the ones installed here (tested), else the newest.
+#                         train.auroc (every child's val_auroc), data/folds.py via
+#                         nasrl_jax/evaluate.py (inference: FPS comes from
+#                         evaluate.inference_speed)
+# --pipeline adds Pillow (data sources, simulator: needed by --data=synthetic, reward_noise and
+# balance_modes), matplotlib and its dependencies (report.py) and pydicom (dicom source).
+# tensorflow-datasets is only needed by data/tfds_builder.py and is not fetched. Versions are
+# pinned to the ones installed here (tested), else the newest.
 # Target: CPython 3.12, manylinux x86_64 (the GPU image); --no-deps, binary wheels only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(ml-collections tqdm scikit-learn joblib threadpoolctl narwhals cloudpickle)
+pkgs=(ml-collections tqdm tensorboardX scikit-learn joblib threadpoolctl narwhals cloudpickle)
 case "${1:-}" in
   "") ;;
   --pipeline) pkgs+=(pillow matplotlib contourpy cycler fonttools kiwisolver pyparsing

@@ -4,48 +4,74 @@
 # Here, once:   bash benchmarks/fetch_wheels.sh          # -> .whl/ (git-ignored)
 # On the GPU:   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=480)
 #
-# The GPU image has jax (CUDA), flax, optax, orbax, absl and chex but not ml-collections, tqdm or
-# scikit-learn (nor this package): they are installed from the carried .whl/ into /tmp/site.
-# Stages (224 px, width 1.0, the default config's child setup, batch 32), most important first:
-#   1 child_training bf16: VGG19, smallest, largest  -> MFU (target >= 40 %)
-#   2 inference bf16: VGG19 and the found-like model  -> batch-1 FPS (target >= 1,000)
-#   3 search_throughput bf16, 5 epochs, random pixels -> compile share (<= 10 %), cache, AOT,
-#                                                        and the 2-GPU-hour projection
-#   4 child_training f32: VGG19                       -> f32 step and MFU for comparison
+# The GPU image has jax (CUDA), flax, optax, orbax, absl and chex but not ml-collections, tqdm,
+# tensorboardX or scikit-learn (nor this package): they are installed from the carried .whl/ into
+# /tmp/site. Stages (the default config's child setup at 224 px, width 1.0, batch 32, random pixels
+# of the paper cohort's shapes), most important first; a stage that hits its timeout keeps the rows
+# it finished (every benchmark writes its JSON after each row):
+#   1 child_training bf16: VGG19, smallest, largest -> MFU (target >= 40 %), step, compile split
+#   2 child_training f32: VGG19                      -> f32 step and MFU for comparison
+#   3 search_throughput bf16, 2 epochs, 1 x 2 children, r=2 (vmapped on GPU by default)
+#                                                    -> compile share (<= 10 %), persistent-cache
+#                                                       hits, cached trainers (the same search
+#                                                       again compiles nothing), AOT prefetch, and
+#                                                       the 2-GPU-hour projection
+#   4 vmap_cv bf16: smallest and a sampled child, 4 folds x 1 epoch, sequential, vmap chunks 2
+#     and 4, the unrolled batch                      -> vmapped vs sequential CV (split_batching)
+#   5 inference bf16: VGG19 and the found-like model -> batch-1 FPS (target >= 1,000)
 # Then benchmarks/summary.py prints one table against the targets. JSONs and logs go to $OUT when
 # set (the run tool brings them back), else to benchmarks/results/gpu/.
 #
-# DRY_RUN=1 bash benchmarks/gpu_check.sh   runs the same stages at 32 px, width 1/8 and a few
-# steps (a CPU check of the script; results in /tmp/gpu_check_dry unless $OUT is set).
+# DRY_RUN=1 bash benchmarks/gpu_check.sh   runs the same stages at 32 px, width 1/16, on the
+# 5-layer test space (the tiny config), a few steps, float32 outside the bf16 stage, random search
+# and no warm/AOT/repeat search workers: a CPU check of the script (about 1.5 minutes on 2 cores;
+# results in /tmp/gpu_check_dry unless $OUT is set). tests/test_benchmarks.py runs it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
+TOY="1x64 | 1x64 | 1x64 | 1x64 | 1x64"
 if [ "${DRY_RUN:-0}" = 1 ]; then
   RES="${OUT:-/tmp/gpu_check_dry}"
-  PAPER=(--size=32 --width=0.125)
+  PAPER=(--size=32 --width=0.0625)
+  CHILD=(--config=tiny --peak_n=256)
+  CHILD_ARCHS=("$TOY"); F32_ARCHS=("$TOY"); FPS_ARCHS=("$TOY")
   STEPS=3
+  DTYPE=float32  # bf16 only where the stage is about it: bf16 convolutions are slow on CPU.
+  SEARCH=(--config=tiny --data=random --epochs=1 --steps=1 --children=2 --strategy=random
+          --warm=0 --repeat_children=0 --aot_children=0)
+  VMAP=(--config=tiny --archs=vgg19 --folds=2 --chunks=2 --epochs=1 --forms=vmap,unrolled)
+  T_CHILD=90 T_F32=90 T_SEARCH=150 T_VMAP=150 T_FPS=60
 else
   RES="${OUT:-benchmarks/results/gpu}"
   PAPER=(--size=224 --width=1.0)
+  CHILD=(--config=paper)
+  CHILD_ARCHS=(vgg19,smallest,largest); F32_ARCHS=(vgg19); FPS_ARCHS=(vgg19,found)
   STEPS=15
+  DTYPE=bfloat16
+  SEARCH=(--config=paper --data=random --epochs=2 --steps=1 --children=2 --repeat_children=0
+          --aot_children=2 --budget_seconds=100)
+  VMAP=(--config=paper --archs=smallest,sampled --folds=4 --chunks=2,4 --epochs=1
+        --forms=vmap,unrolled)
+  T_CHILD=95 T_F32=40 T_SEARCH=110 T_VMAP=80 T_FPS=35
 fi
 mkdir -p "$RES"
 
 echo "== setup"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if ! python3 -c "import ml_collections, tqdm, sklearn" 2>/dev/null; then
+IMPORTS="import jax, flax, optax, ml_collections, tqdm, tensorboardX, sklearn; \
+print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
+if ! python3 -c "$IMPORTS" 2>/dev/null; then
   if ! ls .whl/*.whl >/dev/null 2>&1; then
     echo "no wheels in .whl/: run 'bash benchmarks/fetch_wheels.sh' here and carry .whl" >&2
     exit 2
   fi
   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 2
   export PYTHONPATH="/tmp/site:$PYTHONPATH"
+  python3 -c "$IMPORTS" || exit 2
 fi
 # Benchmarks use their own cache settings; keep any outer setting from changing them.
 unset JAX_COMPILATION_CACHE_DIR
-nvidia-smi || true
-python3 -c "import jax, flax, optax, ml_collections, tqdm, sklearn; print('jax', jax.__version__, \
-'flax', flax.__version__, jax.devices())" || exit 2
+nvidia-smi 2>/dev/null || echo "(no nvidia-smi)"
 
 declare -A RC
 stage() {  # stage NAME TIMEOUT_S CMD... : runs with a timeout (the whole process group), logs.
@@ -58,18 +84,19 @@ stage() {  # stage NAME TIMEOUT_S CMD... : runs with a timeout (the whole proces
   [ "${RC[$name]}" = 124 ] && echo "!! $name timed out after ${limit}s (finished rows are kept)"
 }
 
-stage child_training_bf16 110 python3 benchmarks/child_training.py "${PAPER[@]}" --dtype=bfloat16 \
-  --archs=vgg19,smallest,largest --steps=$STEPS --max_seconds_per_arch=8 \
+stage child_training_bf16 "$T_CHILD" python3 benchmarks/child_training.py "${CHILD[@]}" \
+  "${PAPER[@]}" --dtype=bfloat16 --archs="${CHILD_ARCHS[0]}" --steps=$STEPS \
+  --max_seconds_per_arch=8 \
   --name=child_training_bf16 --results_dir="$RES"
-stage inference_bf16 50 python3 benchmarks/inference.py "${PAPER[@]}" --dtype=bfloat16 \
-  --archs=vgg19,found --iters=$(( STEPS * 13 )) --batch=64 --name=inference_bf16 \
-  --results_dir="$RES"
-stage search_throughput_paper 165 python3 benchmarks/search_throughput.py --config=paper \
-  "${PAPER[@]}" --data=random --dtype=bfloat16 --epochs=5 --steps=1 --children=2 \
-  --repeat_children=2 --aot_children=3 --aot_workers=2 --budget_seconds=150 \
-  --name=search_throughput_paper --results_dir="$RES"
-stage child_training_f32 55 python3 benchmarks/child_training.py "${PAPER[@]}" --dtype=float32 \
-  --archs=vgg19 --steps=$STEPS --max_seconds_per_arch=6 --name=child_training_f32 \
+stage child_training_f32 "$T_F32" python3 benchmarks/child_training.py "${CHILD[@]}" \
+  "${PAPER[@]}" --dtype=float32 --archs="${F32_ARCHS[0]}" --steps=$STEPS --max_seconds_per_arch=6 \
+  --name=child_training_f32 --results_dir="$RES"
+stage search_throughput "$T_SEARCH" python3 benchmarks/search_throughput.py "${SEARCH[@]}" \
+  "${PAPER[@]}" --dtype=$DTYPE --name=search_throughput --results_dir="$RES"
+stage vmap_cv "$T_VMAP" python3 benchmarks/vmap_cv.py "${VMAP[@]}" "${PAPER[@]}" \
+  --dtype=$DTYPE --name=vmap_cv --results_dir="$RES"
+stage inference "$T_FPS" python3 benchmarks/inference.py "${PAPER[@]}" --dtype=$DTYPE \
+  --archs="${FPS_ARCHS[0]}" --iters=$(( STEPS * 13 )) --batch=64 --name=inference \
   --results_dir="$RES"
 
 echo

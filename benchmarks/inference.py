@@ -9,7 +9,9 @@ softmax(forward) on uint8 images, batch 1 (median latency of `--iters` warm, syn
 FPS = 1 / median) and batch `--batch` (throughput = batch / median call). The found model is the
 best child of `--workdir` (its report.json NASRL entry, else the best line of search/history.jsonl),
 else a fixed found-model-like example (benchmarks/common.py: FOUND_EXAMPLE, 32.1M parameters at
-224 px). Writes benchmarks/results/inference.json and prints a table last.
+224 px). Writes benchmarks/results/inference.json and prints a table last:
+
+  arch  params M  GFLOP/img  FPS (b=1)  ms median  ms p90  img/s (b=64)
 """
 
 import argparse
@@ -34,14 +36,16 @@ def parse_args(argv):
   p.add_argument("--workdir", default="", help="A run's workdir: 'found' = its best child.")
   p.add_argument("--iters", type=int, default=200, help="Timed batch-1 calls.")
   p.add_argument("--batch", type=int, default=64, help="Batch of the throughput figure.")
+  p.add_argument("--compile_cache", default="off", help=common.COMPILE_CACHE_HELP)
   p.add_argument("--results_dir", default="",
                  help="Folder of the JSON (default benchmarks/results).")
   p.add_argument("--name", default="inference", help="JSON file name (without .json).")
   a = p.parse_args(argv)
   common.check_choice("dtype", a.dtype, ("float32", "bfloat16"))
   common.check_name(a.name)
-  if a.size < 32 or a.size % 32:
-    raise UserInputError(f"--size={a.size}: must be a multiple of 32 (five 2x2 pools)")
+  common.check_size(a.size)
+  if not a.size:
+    raise UserInputError("--size must be given (a multiple of 32)")
   if not a.width > 0 or a.iters < 3 or a.batch < 1:
     raise UserInputError("--width must be > 0, --iters >= 3, --batch >= 1")
   a.arch_map = common.parse_archs(a.archs)
@@ -78,16 +82,14 @@ def found_architecture(workdir: str):
 
 def main(argv):
   args = parse_args(argv[1:])
-  from configs import fatty_liver
   from nasrl_jax import child as child_lib
   from nasrl_jax import evaluate
-  common.disable_compile_cache()
-  c = fatty_liver.get_config()
-  c.space.width_multiplier = args.width
-  c.train.dtype = args.dtype
+  cache = common.apply_compile_cache(args.compile_cache)
+  c = common.override(common.get_config("paper"), width=args.width, dtype=args.dtype)
   spec = child_lib.ChildSpec.from_config(c, (args.size, args.size, 1), 2)
   rec = common.record("inference", argv, size=args.size, width=args.width, dtype=args.dtype,
-                      batch=args.batch, iters=args.iters, found_source=args.found_source, rows=[])
+                      batch=args.batch, iters=args.iters, found_source=args.found_source,
+                      compile_cache=cache, rows=[])
   def measure(name, arch):
     speed = evaluate.inference_speed(arch, spec, None, iters=args.iters,
                                      throughput_batch=args.batch)
@@ -111,6 +113,7 @@ def main(argv):
                  common.fmt(r["latency_ms_median"]), common.fmt(r["latency_ms_p90"]),
                  common.fmt(r["throughput"], ".4g")])
   print(common.table(rows, header))
+  return rec
 
 
 if __name__ == "__main__":

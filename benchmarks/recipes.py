@@ -51,8 +51,12 @@ def _apply(config, overrides: str):
     for part in path:
       node = node[part]
     old = node[last]
-    node[last] = value if isinstance(old, str) else type(old)(ast.literal_eval(value)) if not (
-        isinstance(old, tuple)) else tuple(ast.literal_eval(value))
+    if isinstance(old, tuple):  # a+b+c (commas separate overrides).
+      node[last] = tuple(v for v in value.split("+") if v)
+    elif isinstance(old, str):
+      node[last] = value
+    else:
+      node[last] = type(old)(ast.literal_eval(value))
   return config
 
 

@@ -124,9 +124,11 @@ class Run:
 
 
 def padded_sizes(config, folds, final_fold, labels) -> train_lib.Sizes:
-  """The largest training part (after balancing copies) and evaluation part of the run, padded.
+  """The largest training part (after balancing copies) and validation part of the run, padded.
 
-  Every inner split any stage trains on counts, so every architecture compiles once.
+  Every inner split any stage trains on counts, so every architecture compiles once. Test parts
+  are scored in chunks of the validation size (`train.py`), so they do not pad every epoch's
+  validation pass.
   """
   b, eb = int(config.train.batch_size), int(config.train.eval_batch_size)
   r = max(1, int(config.search.reward_splits))
@@ -137,7 +139,6 @@ def padded_sizes(config, folds, final_fold, labels) -> train_lib.Sizes:
       tr, va = folds_lib.split_indices(fold, j, vp)
       rows, _ = balanced_rows(tr, labels, config.data, np.random.default_rng(0))
       n_train, n_eval = max(n_train, rows.size), max(n_eval, va.size)
-    n_eval = max(n_eval, len(fold["test"]))
   if config.train.max_train_examples:
     n_train = max(n_train, int(config.train.max_train_examples))
   return train_lib.Sizes(train_lib.pad_to(n_train, b), train_lib.pad_to(n_eval, eb))

@@ -613,12 +613,14 @@ def make_train_fn(arch: space_lib.Architecture, spec: child_lib.ChildSpec, recip
     state = core.host_state(params, stats, key)
     return jax.device_put(state, device) if device is not None else state
 
-  def _run(progs, state, data, split_dev, test_idx_dev, test_w_dev):
-    """The epoch loop; returns (state, curves [E, (c,) 3], val probs [E, (c,) ne, C], test)."""
+  def _run(progs, state, data, split_dev, test_chunks):
+    """The epoch loop; returns (state, curves [E, (c,) 3], val probs [E, (c,) ne, C], test).
+
+    Test rows (any number) are scored with the kept weights in chunks of the evaluation size, by
+    the same evaluate program (use_best=1).
+    """
     curves, probs = [], []
-    zero = jnp.zeros((), jnp.int32)
-    one = jnp.ones((), jnp.int32)
-    zero, one = jax.device_put((zero, one), data.device)
+    zero, one = jax.device_put((jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32)), data.device)
     for _ in range(recipe.epochs):
       for _ in range(core.steps_per_epoch):
         state = progs.step(state, data.images, data.labels, split_dev)
@@ -627,12 +629,15 @@ def make_train_fn(arch: space_lib.Architecture, spec: child_lib.ChildSpec, recip
       curves.append(m)
       probs.append(p)
     test = None
-    if test_idx_dev is not None:
-      state, test, _ = progs.evaluate(state, data.images, data.labels, test_idx_dev, test_w_dev,
-                                      one)
+    if test_chunks:
+      parts = []
+      for idx, w in test_chunks:
+        state, p, _ = progs.evaluate(state, data.images, data.labels, idx, w, one)
+        parts.append(p)
+      test = jnp.concatenate(parts, axis=-2)
     return state, jnp.stack(curves), jnp.stack(probs), test
 
-  def _results(state, curves, probs, test, splits, n_test, labels_np, seconds):
+  def _results(state, curves, probs, test, splits, test_keep, labels_np, seconds):
     # pylint: disable=too-many-locals
     """Host results of the members of one call (one sync)."""
     curves, probs, best_epoch, best_loss, test = jax.device_get(
@@ -646,8 +651,8 @@ def make_train_fn(arch: space_lib.Architecture, spec: child_lib.ChildSpec, recip
       p = np.asarray(sel(probs))[:, real]
       pick = (lambda t: jax.tree.map(lambda a: a[j], t)) if batched else (lambda t: t)
       tp = None
-      if test is not None:
-        tp = np.asarray(test[j] if batched else test)[:n_test]
+      if test is not None:  # Drop each chunk's padding rows.
+        tp = np.asarray(test[j] if batched else test)[test_keep]
       be = int(best_epoch[j] if batched else best_epoch)
       bl = float(best_loss[j] if batched else best_loss)
       out.append(TrainResult(
@@ -668,24 +673,20 @@ def make_train_fn(arch: space_lib.Architecture, spec: child_lib.ChildSpec, recip
       hook(arch, splits, test_idx, tag)
     device = data.device
     labels_np = data.host_labels
-    tidx = tw = None
-    n_test = 0
-    if test_idx is not None:
-      n_test = len(test_idx)
-      tidx, tw = pad_eval(test_idx, sizes.num_eval)
+    n_test = 0 if test_idx is None else len(test_idx)
+    ne = sizes.num_eval
+    test_parts = [pad_eval(np.asarray(test_idx)[i:i + ne], ne) for i in range(0, n_test, ne)]
+    test_keep = np.concatenate([w > 0 for _, w in test_parts]) if test_parts else None
     out = []
     if chunk == 1:
       progs = programs(device, 1)
-      if tidx is not None:
-        tidx_d, tw_d = jax.device_put((tidx, tw), device)
+      test_chunks = jax.device_put(test_parts, device)
       for key, split in zip(keys, splits):
         t0 = time.perf_counter()
         state = init(key, device)
         split_dev = jax.device_put(split, device)
-        state, curves, probs, test = _run(progs, state, data, split_dev,
-                                          tidx_d if tidx is not None else None,
-                                          tw_d if tidx is not None else None)
-        out += _results(state, curves, probs, test, [split], n_test, labels_np,
+        state, curves, probs, test = _run(progs, state, data, split_dev, test_chunks)
+        out += _results(state, curves, probs, test, [split], test_keep, labels_np,
                         time.perf_counter() - t0)
       return out
     progs = programs(device, chunk)
@@ -697,12 +698,11 @@ def make_train_fn(arch: space_lib.Architecture, spec: child_lib.ChildSpec, recip
       stack = lambda *a: jnp.stack(a) if isinstance(a[0], jax.Array) else np.stack(a)
       state = jax.device_put(jax.tree.map(stack, *states), device)
       split_dev = jax.device_put(stack_splits([splits[i] for i in padded]), device)
-      t_d = w_d = None
-      if tidx is not None:
-        t_d, w_d = jax.device_put((np.stack([tidx] * chunk), np.stack([tw] * chunk)), device)
-      state, curves, probs, test = _run(progs, state, data, split_dev, t_d, w_d)
-      res = _results(state, curves, probs, test, [splits[i] for i in padded], n_test, labels_np,
-                     time.perf_counter() - t0)
+      test_chunks = jax.device_put([(np.stack([i] * chunk), np.stack([w] * chunk))
+                                    for i, w in test_parts], device)
+      state, curves, probs, test = _run(progs, state, data, split_dev, test_chunks)
+      res = _results(state, curves, probs, test, [splits[i] for i in padded], test_keep,
+                     labels_np, time.perf_counter() - t0)
       out += res[:len(members)]
     return out
 

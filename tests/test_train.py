@@ -73,6 +73,11 @@ def test_learns_and_keeps_the_best_validation_loss_weights(setup):
   assert nll == pytest.approx(res.best_val_loss, rel=1e-4)
   np.testing.assert_allclose(res.test_probs, res.val_probs[res.best_epoch], atol=1e-5)
   np.testing.assert_array_equal(res.val_labels, y[val])
+  # More test rows than the evaluation size: scored in chunks, padding dropped, order kept.
+  big = np.concatenate([val, np.arange(0, 90)])
+  again = fns.train(_key(), data, _split(np.arange(100), val), test_idx=big)
+  assert again.test_probs.shape == (150, 2)
+  np.testing.assert_allclose(again.test_probs[:60], res.test_probs, atol=1e-6)
 
 
 def test_one_compile_serves_every_split_and_key(setup):

@@ -240,8 +240,10 @@ def _exporter(run):
         threshold_source="Youden's J on the validation part of the training that made it",
         fold=result["fold"], seed=result["seed"], source=source, val_score=result["val_score"],
         reward_metric=run.config.controller.reward_metric, protocol=run.config.eval.protocol)
+    # Only the writer exports, often while its peers train other outer folds: a collective
+    # Orbax save would wait for them (and time out); a process-local one does not.
     export_lib.save(os.path.join(run.workdir, "models", name), train_res.params,
-                    train_res.batch_stats, meta)
+                    train_res.batch_stats, meta, process_local=jax.process_count() > 1)
 
   return export
 

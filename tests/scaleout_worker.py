@@ -31,6 +31,8 @@ def main(argv):
   c.train.batch_size = 16
   c.train.eval_batch_size = 16
   c.data.balance = "none"
+  c.model.batch_norm = True
+  c.data.augment = ()
   c.compile_cache_dir = ""
   c.log_every_s = 1e9
   r = np.random.default_rng(0)

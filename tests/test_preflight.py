@@ -80,3 +80,59 @@ def test_the_time_estimate_stops_a_run_far_over_max_hours(config_factory):
   q = preflight.estimate_hours(quick, 2, train.Sizes(128, 64),
                                child.ChildSpec.from_config(quick, (32, 32, 1), 2), peak=1e11)
   assert q["hours"] < 0.2
+
+
+_PEAK_SCRIPT = r"""
+import gc, json, sys
+import jax, numpy as np
+sys.path.insert(0, sys.argv[1])
+from nasrl_jax import child, rng, train
+from nasrl_jax.space import Architecture
+from tests.conftest import load_config
+
+def status(field):
+  with open("/proc/self/status") as f:
+    return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field + ":"))
+
+c = load_config("tiny")
+c.train.batch_size = 32
+arch = Architecture((7,) * 5, (512,) * 5, (1, 1, 1, 1, 1))
+n, size = 64, 64
+spec = child.ChildSpec.from_config(c, (size, size, 1), 2)
+sizes = train.Sizes(64, 32)
+fns = train.make_train_fn(arch, spec, train.Recipe.from_config(c), sizes, num_images=n)
+device = jax.local_devices()[0]
+progs = fns.programs(device)
+gc.collect()
+before = status("VmRSS")
+r = np.random.default_rng(0)
+data = train.DeviceData.from_numpy(r.integers(0, 255, (n, size, size, 1)).astype(np.uint8),
+                                   (np.arange(n) % 2).astype(np.int32), device)
+split = jax.device_put(train.make_split(np.arange(48), np.zeros(48), np.arange(48, 64), sizes),
+                       device)
+state = fns.init(rng.train_key(rng.root_key(0), seed=0, outer=0, split=0, replica=0), device)
+with open("/proc/self/clear_refs", "w") as f:
+  f.write("5")  # Resets VmHWM to the current RSS.
+for _ in range(3):
+  state = progs.step(state, data.images, data.labels, split)
+jax.block_until_ready(state)
+print(json.dumps({"estimate": progs.memory_bytes, "measured": status("VmHWM") - before}))
+"""
+
+
+def test_memory_estimate_is_within_2x_of_the_measured_peak(tmp_path):
+  """XLA's compiled memory analysis against the process's real peak (RSS high-water mark from
+  just before the state and data exist to after three steps) for a child whose buffers dominate
+  the process's noise (5 x 7x512 convolutions at 64 px, batch 32: a few hundred MB)."""
+  import json
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, root], capture_output=True,
+                       text=True, timeout=600,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root))
+  assert out.returncode == 0, out.stderr[-2000:]
+  m = json.loads(out.stdout.strip().splitlines()[-1])
+  assert m["estimate"] > 50 * 2**20, m
+  assert 0.5 <= m["estimate"] / m["measured"] <= 2.0, m

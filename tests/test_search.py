@@ -177,6 +177,8 @@ def _toy_child_setup(config_factory):
   c.train.batch_size = 16
   c.train.eval_batch_size = 16
   c.data.balance = "none"
+  c.model.batch_norm = True
+  c.data.augment = ()
   r = np.random.default_rng(0)
   y = (np.arange(48) % 2).astype(np.int32)
   x = (r.integers(0, 150, (48, 32, 32, 1)) + 60 * y[:, None, None, None]).astype(np.uint8)

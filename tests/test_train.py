@@ -28,6 +28,8 @@ def _config(config_factory, **train_kw):
   c.train.epochs = 4
   c.train.learning_rate = 3e-3
   c.data.balance = "none"
+  c.model.batch_norm = True  # The engine with batch-norm statistics, no augmentation.
+  c.data.augment = ()
   for k, v in train_kw.items():
     c.train[k] = v
   return c

@@ -32,6 +32,7 @@ def main(argv):
   c.train.eval_batch_size = 16
   c.data.balance = "none"
   c.model.batch_norm = True
+  c.controller.reward_metric = "val_accuracy"  # Compared exactly across device counts.
   c.data.augment = ()
   c.compile_cache_dir = ""
   c.log_every_s = 1e9

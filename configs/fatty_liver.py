@@ -19,21 +19,25 @@ CPU (the real comparison for a user without a GPU, about an hour on 2 cores):
 Variants are comma-separated words after the colon (e.g. `quick,manifest`); single fields are
 overridden with flags such as `--config.train.epochs=3`.
 
-Budget arithmetic on the 2-core development CPU (BUILD_NOTES.md): a child's programs compile in
-~8-11 s once per run (every architecture compiles once: folds, reward splits, re-scoring seeds and
-the final training share its programs), and train at 50-90 ms per step at 32 px (width x1/16,
-batch 32). A run costs about
-  distinct architectures x 10 s + trainings x epochs x steps per epoch x 70 ms.
+Budget arithmetic on the 2-core development CPU (BUILD_NOTES.md): a child's two programs compile
+in ~7-11 s once per run (every architecture compiles once: folds, reward splits, re-scoring seeds
+and the test trainings share its programs), and train at 50-90 ms per step at 32 px (width x1/16,
+batch 32) plus ~40 ms per validation pass. A run costs about
+  distinct architectures x 8 s + trainings x epochs x (steps per epoch x 70 ms + 40 ms) + 40 s
+(data, pre-flight, FPS, report). quick: 13-15 architectures, ~60 trainings of 10 x 4 steps:
+~105 + ~140 + 40 s = ~5 minutes. cpu: ~60-75 architectures, ~380 trainings of 15 x 6 steps.
 """
 
 import ml_collections
 
-QUICK_NOTE = """quick: 32 px, widths x1/16, nested over 2 outer folds; per fold and strategy
-2 steps x 2 children, 1 reward split, top 2 re-scored with 1 more seed; VGG19 and three
-strategies. About 17 distinct architectures and 50 trainings: ~5 minutes cold on 2 cores."""
+QUICK_NOTE = """quick: 32 px, widths x1/16, no batch norm, lr 1e-3, hflip + gain, 10 epochs;
+nested over 2 outer folds; per fold and strategy 2 steps x 2 children, 1 reward split (val_nll),
+top 2 re-scored with 1 more seed; VGG19 and three strategies. 13-15 distinct architectures and
+~60 trainings: ~5.5 minutes cold on 2 cores. A smoke test of the whole protocol: its models start
+to learn (AUROC ~0.6-0.77), its comparisons are not powered (BUILD_NOTES.md)."""
 
-CPU_NOTE = """cpu: 32 px, widths x1/16, nested over 5 outer folds; per fold and strategy 8 children
-(4 steps x 2), 2 reward splits, top 2 re-scored with 2 more seeds."""
+CPU_NOTE = """cpu: the quick recipe at 15 epochs, nested over 5 outer folds; per fold and strategy 8
+children (4 steps x 2), 2 reward splits, top 2 re-scored with 2 more seeds."""
 
 
 def _parse_arg(arg):

@@ -471,3 +471,24 @@ def test_bad_results_raise_before_writing(tmp_path, mutate, message):
     report.write_report(results, str(tmp_path))
   assert message in str(err.value)
   assert not os.listdir(tmp_path)
+
+
+def test_one_class_predictions_at_half_get_a_sentence():
+  def fold(sens, spec):
+    return {"metrics": {"image": {"sensitivity": sens, "specificity": spec}}}
+  entry = {"name": "NASRL", "folds": [fold(1.0, 0.0), fold(0.8, 0.4), fold(0.0, 1.0)]}
+  sentence = statistics.one_class_sentence(entry)
+  assert sentence.startswith("NASRL called every test image fatty in 1 of 3 test trainings and "
+                             "normal in 1 of 3 test trainings at threshold 0.5")
+  assert "validation-threshold table" in sentence
+  entry["folds"] = [fold(0.8, 0.4), fold(float("nan"), 1.0)]  # One-class test part: no claim.
+  assert statistics.one_class_sentence(entry) == ""
+  rendered = report.render(fake_results.make_results(**SMALL), plots=False)
+  sentences = [statistics.one_class_sentence(m) for m in rendered.report["models"]]
+  assert all(s in rendered.markdown for s in sentences if s)
+  assert rendered.markdown.count("called every test image") == sum(bool(s) for s in sentences)
+  one = copy.deepcopy(rendered.report)  # Force one model's test trainings to all-fatty.
+  for f in one["models"][0]["folds"]:
+    f["metrics"]["image"].update(sensitivity=1.0, specificity=0.0)
+  lines = markdown.summary_section(one)
+  assert f"- {statistics.one_class_sentence(one['models'][0])}" in lines

@@ -180,6 +180,8 @@ def summary_section(report):
     lines += ["Protocol paper: the numbers below are optimistic for the searched models (see "
               "above); the search fold's untouched test part gives the clean estimate.", ""]
   lines += [f"- {statistics.learned_sentence(m)}" for m in report["models"]]
+  one_class = [statistics.one_class_sentence(m) for m in report["models"]]
+  lines += [f"- {s}" for s in one_class if s]
   comps = report.get("comparisons") or []
   if comps:
     lines += ["", "Comparisons (Holm-adjusted over the whole table; a difference is called "

@@ -158,6 +158,32 @@ def sentence(row):
   return f"{head}: {verdict}."
 
 
+def one_class_sentence(entry):
+  """'' or a sentence when some test trainings called every test image one class at 0.5.
+
+  Short trainings can rank the classes (AUROC above chance) while every P(fatty) sits on one side
+  of 0.5; Table 1's sensitivity 1 / specificity 0 then says nothing about the ranking.
+  """
+  counts = {"fatty": 0, "normal": 0}
+  for f in entry.get("folds") or []:
+    image = (f.get("metrics") or {}).get("image") or {}
+    sens, spec = image.get("sensitivity"), image.get("specificity")
+    if sens is None or spec is None or not (math.isfinite(sens) and math.isfinite(spec)):
+      continue
+    if sens == 1.0 and spec == 0.0:
+      counts["fatty"] += 1
+    elif sens == 0.0 and spec == 1.0:
+      counts["normal"] += 1
+  n = len(entry.get("folds") or [])
+  parts = [f"{k} in {v} of {n} test trainings" for k, v in counts.items() if v]
+  if not parts:
+    return ""
+  return (f"{entry['name']} called every test image " + " and ".join(parts) +
+          " at threshold 0.5: its probabilities are not calibrated at this budget, so Table 1's sensitivity and "
+          "specificity say little; its AUROC and the validation-threshold table are the figures "
+          "to read.")
+
+
 def learned_sentence(entry):
   """Whether a model learned: its mean AUROC over outer folds against chance, with the CI."""
   auroc = entry["auroc"]

@@ -66,33 +66,11 @@ class Controller(nnx.Module):
 
 
 def init(ctrl_cfg, space: space_lib.SearchSpace, key: jax.Array):
-  """The controller's (graphdef, params, rest) (rest holds the action mask); params uniform in
-  [-init_scale, init_scale] (Zoph & Le).
-
-  Every parameter (start vector, embeddings, heads, LSTM kernels and biases) has the same uniform
-  initialiser, so the structure comes from `abstract` and all values from one jitted function of
-  the key (one small program per process, also traceable inside a `scan_search`): running Flax's
-  initialisers op by op compiled one small XLA program per shape, 6-7 s per process on the 2-core
-  CPU (BUILD_NOTES.md). Deterministic per (config, space, key).
-  """
-  graphdef, params, rest = abstract(ctrl_cfg, space)
-  return graphdef, _uniform_params(params, float(ctrl_cfg.init_scale), key), rest
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _uniform_leaves(shapes, scale, key):
-  """One uniform draw cut into the leaves: a single random-bits computation to compile."""
-  sizes = [int(np.prod(s)) for s in shapes]
-  flat = jax.random.uniform(key, (sum(sizes),), jnp.float32, -scale, scale)
-  cuts = np.cumsum(sizes)[:-1].tolist()
-  return [part.reshape(s) for part, s in zip(jnp.split(flat, cuts), shapes)]
-
-
-def _uniform_params(abstract_params, scale, key):
-  leaves, treedef = jax.tree.flatten(abstract_params)
-  values = _uniform_leaves(tuple(tuple(l.shape) for l in leaves), scale, key)
-  return jax.tree.unflatten(treedef, [v if v.dtype == l.dtype else v.astype(l.dtype)
-                                      for v, l in zip(values, leaves)])
+  """Builds the controller; returns (graphdef, params, rest) (rest holds the action mask)."""
+  model = Controller((len(space.kernels), len(space.filters)), int(ctrl_cfg.lstm_layers),
+                     int(ctrl_cfg.hidden_size), float(ctrl_cfg.init_scale),
+                     rngs=nnx.Rngs(params=key))
+  return nnx.split(model, nnx.Param, ...)
 
 
 def action_mask(num_choices) -> np.ndarray:

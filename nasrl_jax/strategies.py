@@ -175,26 +175,20 @@ def make(name: str, config, space: space_lib.SearchSpace, children_per_step=None
 
 
 _JITTED = {}
-STRATEGY_CPU_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 def jitted(name: str, config, space: space_lib.SearchSpace):
   """(init, ask, tell) of a configured strategy under jax.jit, made once per process.
 
   Every search of a run (outer folds x seeds) reuses them, so a strategy compiles once. `init`
-  is not wrapped: it runs once per search (the controller's values come from one small jitted
-  random draw, `controller.init`).
+  runs eagerly: it runs once per search, and compiling it (the controller's initialisers) cost
+  more than running it op by op.
   """
   key = (name, space, int(config.search.children_per_step), config.controller.to_json(),
          config.evolution.to_json())
   if key not in _JITTED:
     s = make(name, config, space)
-    # XLA:CPU's backend optimisation level 0 for these small programs: REINFORCE's ask + tell
-    # compiled in ~4 s instead of ~6 s on the 2-core CPU, and their run time (~10-20 ms per
-    # step) does not matter next to a child's training.
-    opts = STRATEGY_CPU_OPTIONS if jax.default_backend() == "cpu" else None
-    _JITTED[key] = (s.init, jax.jit(s.ask, compiler_options=opts),
-                    jax.jit(s.tell, compiler_options=opts))
+    _JITTED[key] = (s.init, jax.jit(s.ask), jax.jit(s.tell))
   return _JITTED[key]
 
 

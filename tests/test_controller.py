@@ -79,20 +79,3 @@ def test_temperature_and_tanh_constant_flatten_the_policy(config_factory):
   base = ent(c)
   assert ent(c_hot) > base
   assert ent(c_tanh) > base
-
-
-def test_init_is_uniform_deterministic_and_the_same_under_jit(config_factory):
-  c, sp, g, p, r = _setup(config_factory, init_scale=0.3)
-  leaves = [np.asarray(x) for x in jax.tree.leaves(p)]
-  flat = np.concatenate([x.ravel() for x in leaves])
-  assert flat.size > 10_000 and np.abs(flat).max() <= 0.3 and np.abs(flat).max() > 0.29
-  assert abs(flat.mean()) < 0.01 and abs(flat.std() - 0.3 / np.sqrt(3)) < 0.01  # U(-s, s).
-  assert len({float(x.ravel()[0]) for x in leaves}) == len(leaves)  # Leaves are not copies.
-  _, p_again, _ = controller.init(c.controller, sp, jax.random.key(0))
-  _, p_other, _ = controller.init(c.controller, sp, jax.random.key(1))
-  same = jax.tree.map(lambda a, b: np.array_equal(a, b), p, p_again)
-  assert all(jax.tree.leaves(same))
-  assert not np.array_equal(jax.tree.leaves(p)[0], jax.tree.leaves(p_other)[0])
-  traced = jax.jit(lambda k: controller.init(c.controller, sp, k)[1])(jax.random.key(0))
-  for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(traced)):
-    np.testing.assert_array_equal(a, b)

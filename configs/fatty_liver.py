@@ -25,7 +25,8 @@ and the test trainings share its programs), and train at 50-90 ms per step at 32
 batch 32) plus ~40 ms per validation pass. A run costs about
   distinct architectures x 8 s + trainings x epochs x (steps per epoch x 70 ms + 40 ms) + 40 s
 (data, pre-flight, FPS, report). quick: 13-15 architectures, ~60 trainings of 10 x 4 steps:
-~105 + ~140 + 40 s = ~5 minutes. cpu: ~60-75 architectures, ~380 trainings of 15 x 6 steps.
+~105 + ~140 + 40 s = ~5 minutes. cpu: ~28 architectures, ~200 trainings of 20 x 6 steps:
+~280 s of compile + ~45 minutes of training (measured 52 minutes cold, BUILD_NOTES.md).
 """
 
 import ml_collections

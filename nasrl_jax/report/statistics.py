@@ -179,9 +179,9 @@ def one_class_sentence(entry):
   if not parts:
     return ""
   return (f"{entry['name']} called every test image " + " and ".join(parts) +
-          " at threshold 0.5: its probabilities are not calibrated at this budget, so Table 1's sensitivity and "
-          "specificity say little; its AUROC and the validation-threshold table are the figures "
-          "to read.")
+          " at threshold 0.5: its probabilities are not calibrated at this budget, so Table 1's "
+          "sensitivity and specificity say little; its AUROC and the validation-threshold table "
+          "are the figures to read.")
 
 
 def learned_sentence(entry):

@@ -25,6 +25,7 @@ from benchmarks import balance_modes  # pylint: disable=g-import-not-at-top
 from benchmarks import child_training  # pylint: disable=g-import-not-at-top
 from benchmarks import common  # pylint: disable=g-import-not-at-top
 from benchmarks import controller_toy  # pylint: disable=g-import-not-at-top
+from benchmarks import host_overheads  # pylint: disable=g-import-not-at-top
 from benchmarks import inference  # pylint: disable=g-import-not-at-top
 from benchmarks import reward_noise  # pylint: disable=g-import-not-at-top
 from benchmarks import search_throughput  # pylint: disable=g-import-not-at-top
@@ -304,6 +305,26 @@ def test_reward_noise_smoke(tmp_path, capsys):
     assert r["float_max_move"] >= r["float_mean_move"] >= 0
   assert _json(tmp_path / "reward_noise.json")["rows"] == common.json_safe(rec["rows"])
   assert "max move (seed mean)" in capsys.readouterr().out
+
+
+def test_host_overheads_smoke(tmp_path, capsys):
+  rec = host_overheads.main(["host_overheads.py", "--config=tiny", "--children=2", "--calls=5",
+                             f"--results_dir={tmp_path}"])
+  assert [r["strategy"] for r in rec["strategies"]] == list(host_overheads.strategies.NAMES)
+  for r in rec["strategies"]:
+    assert all(r[k] > 0 for k in ("init_s", "ask_s_default", "ask_s_level0", "tell_s_default",
+                                  "tell_s_level0"))
+  assert [("init_s_uniform_draw" in r) for r in rec["strategies"]] == [
+      n == "reinforce" for n in host_overheads.strategies.NAMES]
+  p = rec["pytree"]
+  assert p["leaves"] > 10 and p["ms_nnx_state"] > 0 and p["ms_plain_dict"] > 0
+  assert [r["mode"] for r in rec["compile"]] == ["one after the other", "two at a time"]
+  assert all(r["children"] == 2 and r["wall_s"] > 0 and r["process_cpu_s"] > 0
+             for r in rec["compile"])
+  assert _json(tmp_path / "host_overheads.json")["pytree"] == common.json_safe(p)
+  assert "process CPU s" in capsys.readouterr().out.strip().splitlines()[-4]
+  with pytest.raises(UserInputError, match="--children=1"):
+    host_overheads.parse_args(["--children=1"])
 
 
 def test_gpu_check_dry_run_covers_every_stage(tmp_path):

@@ -1,16 +1,15 @@
-"""Evaluation metrics and the statistics the report rests on.
+"""Evaluation metrics: what one test training's predictions are worth.
 
 This module owns:
-  * test metrics: binary (accuracy, sensitivity, specificity, AUROC, confusion) and multi-class
-    for grade mode (accuracy, per-class sensitivity, macro one-vs-rest AUROC, confusion), all
-    scikit-learn; the binary S0 vs S1-S3 view of grade predictions; subject-level aggregation;
-    mean +- std over folds; the validation threshold (Youden's J);
-  * the subject bootstrap: resampling subjects with replacement within each outer fold's test
-    part, with the metrics computed for every resample at once from per-image multiplicity
-    weights (`weighted_*`), for CIs of a mean over folds (`fold_bootstrap`), of a pooled
-    statistic (`pooled_bootstrap`) and of a paired difference (`bootstrap_difference`);
-  * Wilson intervals (statsmodels), the Nadeau-Bengio corrected resampled t-test and Holm's
-    adjustment (statsmodels).
+  * test metrics: binary (accuracy, sensitivity, specificity, balanced accuracy, PPV, NPV, AUROC,
+    confusion), multi-class for grade mode, the binary S0 vs S1-S3 view of grade predictions,
+    subject-level aggregation, mean +- std over folds, the validation threshold (Youden's J);
+  * probability quality: the Brier score, the calibration intercept and slope (logistic
+    recalibration, Cox 1958), the net benefit of a decision curve (Vickers & Elkin 2006);
+  * `degenerate`: whether a training's test predictions are near-constant (the one rule the
+    report and every benchmark use);
+  * the same metrics for B rows of per-image weights at once (`weighted_*`), which is how the
+    bootstrap (`stats.py`) computes them for every resample in a few array operations.
 
 Conventions:
   * the positive class is 1 (fatty, S1-S3): sensitivity = recall of 1, specificity = recall of 0;
@@ -19,23 +18,25 @@ Conventions:
     JSON writers must turn NaN into null;
   * "+-" is the sample standard deviation (ddof=1) over folds, as in the paper's Table 1.
 
-Only the weighted AUROC (a sorted Mann-Whitney sum), the bootstrap loop and the corrected t-test are
-written by hand: no library installed here ships them in a vectorised or corrected form.
+Written by hand only where no library installed here offers the vectorised form: the weighted
+AUROC (a sorted Mann-Whitney sum), the weighted logistic recalibration (Newton steps over all
+rows at once; checked against statsmodels in the tests) and net benefit.
 """
 
 import math
 import warnings
 
 import numpy as np
-import scipy.stats
+import scipy.special
 from sklearn import metrics as skm
 
-# Bootstrap resamples by default: percentile 95 % limits need >= 1,000 (Efron & Tibshirani 1993,
-# ch. 13); 2,000 keeps the limits' Monte Carlo error near 0.005 and still runs in well under a
-# second per model with the vectorised statistics below.
-N_RESAMPLES = 2000
-# Two-sided confidence level of every interval in this module unless a caller says otherwise.
-CONFIDENCE = 0.95
+# A training is degenerate (near-constant) when the interquartile range of its test P(fatty) is
+# below DEGENERATE_IQR, or when its validation threshold puts at least DEGENERATE_ONE_CLASS of its
+# test images in one class.
+DEGENERATE_IQR = 0.05
+DEGENERATE_ONE_CLASS = 0.95
+# Probabilities are clipped to [CLIP, 1 - CLIP] before the logit of the calibration fit.
+CLIP = 1e-6
 
 
 def _check_binary(y_true, prob, where):
@@ -150,11 +151,11 @@ def youden_threshold(y_true, prob, default=0.5) -> float:
   """Decision threshold maximising Youden's J = sensitivity + specificity - 1 (sklearn roc_curve).
 
   Used on validation data to pick the exported model's threshold. Returns `default` when the
-  labels hold one class only.
+  labels hold one class only or a probability is not finite.
   """
   y = np.asarray(y_true)
   p = np.asarray(prob, np.float64)
-  if np.unique(y).size < 2:
+  if np.unique(y).size < 2 or not np.all(np.isfinite(p)):
     return float(default)
   fpr, tpr, thr = skm.roc_curve(y, p)
   best = int(np.argmax(tpr - fpr))
@@ -291,7 +292,7 @@ def weighted_auroc(weights, y_true, score):
 
 
 def weighted_binary_metrics(weights, y_true, score, threshold=0.5, with_auroc=True):
-  """Accuracy, sensitivity, specificity and AUROC for each row of weights.
+  """Threshold metrics (and AUROC) for each row of weights.
 
   Args:
     weights: [B, n] (or [n]) non-negative weights.
@@ -301,22 +302,167 @@ def weighted_binary_metrics(weights, y_true, score, threshold=0.5, with_auroc=Tr
     with_auroc: also the AUROC (threshold-free, and most of the cost).
 
   Returns:
-    {"accuracy", "sensitivity", "specificity", "auroc"}: float64 [B] each (weighted means; nan
-    where the rate's denominator has no weight); no "auroc" when with_auroc is False.
+    {"accuracy", "sensitivity", "specificity", "balanced_accuracy", "ppv", "npv", "auroc"}:
+    float64 [B] each (weighted rates; nan where a rate's denominator has no weight, e.g. PPV when
+    nothing is called positive); no "auroc" when with_auroc is False.
   """
   y = np.asarray(y_true).astype(bool).reshape(-1)
   s = np.asarray(score, np.float64).reshape(-1)
   w = _rows(weights, y.size, "weighted_binary_metrics")
   pred = s >= np.asarray(threshold, np.float64)
-  pos, neg = y.astype(np.float64), (~y).astype(np.float64)
-  out = {
-      "accuracy": _ratio(w @ (pred == y).astype(np.float64), w.sum(axis=1)),
-      "sensitivity": _ratio(w @ (pred & y).astype(np.float64), w @ pos),
-      "specificity": _ratio(w @ (~pred & ~y).astype(np.float64), w @ neg),
-  }
+  f = lambda mask: w @ mask.astype(np.float64)
+  tp, tn, fp, fn = f(pred & y), f(~pred & ~y), f(pred & ~y), f(~pred & y)
+  sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+  out = {"accuracy": _ratio(tp + tn, w.sum(axis=1)), "sensitivity": sens, "specificity": spec,
+         "balanced_accuracy": (sens + spec) / 2.0, "ppv": _ratio(tp, tp + fp),
+         "npv": _ratio(tn, tn + fn)}
   if with_auroc:
     out["auroc"] = weighted_auroc(w, y, s)
   return out
+
+
+def weighted_brier(weights, y_true, score):
+  """Brier score (mean squared error of P(fatty) against the 0/1 label) for each row of weights."""
+  y = np.asarray(y_true, np.float64).reshape(-1)
+  s = np.asarray(score, np.float64).reshape(-1)
+  w = _rows(weights, y.size, "weighted_brier")
+  return _ratio(w @ np.square(s - y), w.sum(axis=1))
+
+
+def _logit(p):
+  p = np.clip(np.asarray(p, np.float64), CLIP, 1.0 - CLIP)
+  return np.log(p) - np.log1p(-p)
+
+
+def _newton(w, y, x, slope: bool, iterations: int, tol: float, start=(0.0, 1.0)):
+  """Weighted logistic fit per row of w: logit P(y) = a + b x (slope) or a + x (offset x).
+
+  Returns (a, b, converged) with b = 1 for the offset fit. Rows start at `start`, iterate until
+  their step is below tol; rows whose coefficients run off (separation) stop there and count as
+  not converged.
+  """
+  rows = w.shape[0]
+  a, b = np.full(rows, float(start[0])), np.full(rows, float(start[1]))
+  done = np.zeros(rows, bool)
+  active = np.arange(rows)
+  for _ in range(iterations):
+    wa = w[active]
+    mu = scipy.special.expit(a[active, None] + b[active, None] * x)
+    r, v = wa * (y - mu), wa * mu * (1.0 - mu)
+    g0, h00 = r.sum(axis=1), v.sum(axis=1)
+    if slope:
+      g1, h01, h11 = r @ x, v @ x, v @ (x * x)
+      det = h00 * h11 - h01 ** 2
+      ok = det > 1e-12 * np.maximum(h00 * h11, 1e-300)
+      det = np.where(ok, det, 1.0)
+      da, db = (h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det
+    else:
+      ok = h00 > 0
+      da, db = g0 / np.where(ok, h00, 1.0), np.zeros_like(g0)
+    da, db = np.where(ok, da, 0.0), np.where(ok, db, 0.0)
+    a[active] += da
+    b[active] += db
+    small = (np.abs(da) < tol) & (np.abs(db) < tol)
+    runaway = ~ok | (np.abs(a[active]) > 1e3) | (np.abs(b[active]) > 1e3)
+    done[active[small & ~runaway]] = True
+    active = active[~(small | runaway)]
+    if active.size == 0:
+      break
+  return a, b, done
+
+
+def weighted_calibration(weights, y_true, score, iterations=30, tol=1e-8, max_rows=None):
+  """Calibration intercept and slope (logistic recalibration) for each row of weights.
+
+  slope: b of logit P(y = 1) = a + b logit(p), fitted by maximum likelihood (1 = well calibrated,
+  < 1 = predictions too extreme); intercept: a of logit P(y = 1) = a + logit(p) (calibration in the
+  large, slope fixed at 1; 0 = well calibrated, > 0 = risks too low). Both by Newton steps on all
+  rows at once. NaN where a fit is undefined: one class only, predictions that do not vary (the
+  slope), or a fit that does not converge (separation).
+
+  Args:
+    weights: [B, n] (or [n]) non-negative weights.
+    y_true: [n] labels 0/1.
+    score: [n] probability of class 1.
+    iterations, tol: Newton's limits.
+    max_rows: fit only the first max_rows rows (the rest are NaN): a bootstrap's calibration
+      interval from fewer resamples, the fits being most of a report's computing time.
+
+  Returns:
+    {"calibration_intercept": [B], "calibration_slope": [B]}.
+  """
+  y = np.asarray(y_true, np.float64).reshape(-1)
+  x = _logit(np.asarray(score).reshape(-1))
+  w_all = _rows(weights, y.size, "weighted_calibration")
+  out = {k: np.full(w_all.shape[0], np.nan) for k in ("calibration_intercept",
+                                                      "calibration_slope")}
+  w = w_all[:max_rows] if max_rows else w_all
+  total, pos = w.sum(axis=1), w @ y
+  both = (pos > 0) & (pos < total)
+  xm = np.divide(w @ x, total, out=np.zeros_like(total), where=total > 0)
+  spread = np.divide(w @ (x * x), total, out=np.zeros_like(total), where=total > 0) - xm ** 2
+  # Bootstrap rows are perturbations of the unit-weight data: starting them at its fit saves
+  # most of Newton's iterations.
+  unit = np.ones((1, y.size))
+  a0, _, ok0 = _newton(unit, y, x, False, iterations, tol)
+  a, _, ok = _newton(w, y, x, False, iterations, tol, (a0[0] if ok0[0] else 0.0, 1.0))
+  out["calibration_intercept"][:w.shape[0]] = np.where(both & ok, a, np.nan)
+  a0, b0, ok0 = _newton(unit, y, x, True, iterations, tol)
+  _, b, ok = _newton(w, y, x, True, iterations, tol,
+                     (a0[0], b0[0]) if ok0[0] else (0.0, 1.0))
+  out["calibration_slope"][:w.shape[0]] = np.where(both & ok & (spread > 1e-10), b, np.nan)
+  return out
+
+
+def net_benefit(y_true, score, thresholds):
+  """Net benefit of treating where P(fatty) >= t, for each threshold t (Vickers & Elkin 2006).
+
+  NB(t) = TP / n - FP / n * t / (1 - t): true positives found, less false positives weighed by the
+  odds at which a patient would accept the intervention. "Treat all" is `net_benefit(y, ones)`.
+
+  Returns:
+    float64 [len(thresholds)].
+  """
+  y = np.asarray(y_true).astype(bool).reshape(-1)
+  s = np.asarray(score, np.float64).reshape(-1)
+  t = np.asarray(thresholds, np.float64).reshape(-1)
+  if np.any((t <= 0) | (t >= 1)):
+    raise ValueError("net_benefit: thresholds must lie strictly between 0 and 1")
+  pred = s[None, :] >= t[:, None]
+  n = max(y.size, 1)
+  tp = (pred & y).sum(axis=1) / n
+  fp = (pred & ~y).sum(axis=1) / n
+  return tp - fp * t / (1.0 - t)
+
+
+def degenerate_reason(prob, threshold) -> str:
+  """Why a training's test predictions are near-constant, or '' when they are not.
+
+  Near-constant: the interquartile range of P(fatty) is below DEGENERATE_IQR, or the validation
+  threshold puts at least DEGENERATE_ONE_CLASS of the test images in one class. Such a model
+  ranks by noise in the third decimal; its AUROC may still sit above 0.5, so "learned" needs both.
+
+  Args:
+    prob: [n] test P(fatty) of one training.
+    threshold: its validation threshold.
+  """
+  p = np.asarray(prob, np.float64).reshape(-1)
+  if p.size == 0:
+    return ""
+  q1, q3 = np.percentile(p, [25, 75])
+  if q3 - q1 < DEGENERATE_IQR:
+    return f"interquartile range of P(fatty) {q3 - q1:.3f} < {DEGENERATE_IQR}"
+  share = float(np.mean(p >= threshold))
+  if max(share, 1.0 - share) >= DEGENERATE_ONE_CLASS:
+    cls = "fatty" if share >= 0.5 else "normal"
+    return (f"the validation threshold {threshold:.3f} calls {100 * max(share, 1 - share):.0f} % "
+            f"of the test images {cls}")
+  return ""
+
+
+def degenerate(prob, threshold) -> bool:
+  """Whether a training's test predictions are near-constant (see `degenerate_reason`)."""
+  return bool(degenerate_reason(prob, threshold))
 
 
 def weighted_multiclass_metrics(weights, y_true, prob):
@@ -345,264 +491,6 @@ def weighted_multiclass_metrics(weights, y_true, prob):
       "sensitivity": np.stack(sens, axis=1),
       "auroc_macro": _nanmean(np.stack(auc, axis=1), axis=1),
   }
-
-
-# --------------------------------------------------------------------------- subject bootstrap
-# A part is one model's predictions on one outer fold's test part for one replicate (search seed):
-# a dict of aligned [n] arrays holding at least "subject" and whatever the statistic reads.
-# Folds are {fold: {replicate: part}}; the replicates of a fold predict the same test subjects.
-
-
-def draw_subject_counts(n_subjects, n_resamples, rng):
-  """How often each subject is drawn when n_subjects are drawn with replacement, per resample.
-
-  Args:
-    n_subjects: subjects in the stratum (one outer fold's test part).
-    n_resamples: B.
-    rng: a numpy Generator; consumes one `integers` call.
-
-  Returns:
-    int64 [B, n_subjects], each row summing to n_subjects.
-  """
-  draws = rng.integers(0, n_subjects, size=(n_resamples, n_subjects))
-  counts = np.zeros((n_resamples, n_subjects), np.int64)
-  np.add.at(counts, (np.arange(n_resamples)[:, None], draws), 1)
-  return counts
-
-
-def _union_subjects(parts):
-  return np.unique(np.concatenate([np.asarray(p["subject"]).astype(str) for p in parts]))
-
-
-def _subject_index(subjects, part):
-  return np.searchsorted(subjects, np.asarray(part["subject"]).astype(str))
-
-
-def _mean_of(dicts):
-  """Elementwise mean of a list of {name: array} dicts (NaN ignored: an undefined member)."""
-  return {k: _nanmean(np.stack([d[k] for d in dicts]), axis=0) for k in dicts[0]}
-
-
-def percentile_interval(replicates, confidence=CONFIDENCE):
-  """Percentile bootstrap interval along axis 0, NaN replicates left out.
-
-  Args:
-    replicates: [B, ...] bootstrap values.
-    confidence: two-sided level.
-
-  Returns:
-    float64 [2, ...]: low and high limits (nan where no replicate is finite).
-  """
-  r = np.asarray(replicates, np.float64)
-  tail = 100.0 * (1.0 - confidence) / 2.0
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", RuntimeWarning)
-    return np.nanpercentile(r, [tail, 100.0 - tail], axis=0)
-
-
-def fold_bootstrap(folds, statistic, *, n_resamples=N_RESAMPLES, seed=0, confidence=CONFIDENCE):
-  """Subject bootstrap CI of a mean over outer folds of a per-fold statistic.
-
-  Each resample draws, within each outer fold (stratified by fold), as many subjects as that
-  fold's test part holds, with replacement; every image of a drawn subject comes along, as many
-  times as the subject was drawn (its weight). Each resample then computes the same statistic as
-  the point estimate: per fold the mean over replicates (seeds) of `statistic`, then the mean over
-  folds, leaving out folds where it is undefined (e.g. AUROC of a resample with one class). The
-  point estimate is `statistic` at unit weights, so the two can never disagree in definition.
-
-  Args:
-    folds: {fold: {replicate: part}} (see above).
-    statistic: f(weights [B, n], part) -> {name: float64 [B] or [B, ...]}.
-    n_resamples: B.
-    seed: seeds the numpy Generator; folds draw in sorted order, one call each.
-    confidence: two-sided level of the percentile interval.
-
-  Returns:
-    {"estimate": {name: float or array}, "ci": {name: [2, ...] low/high},
-     "replicates": {name: [B, ...]}, "n_resamples", "seed", "confidence"}.
-  """
-  if not folds:
-    raise ValueError("fold_bootstrap: no folds")
-  rng = np.random.default_rng(seed)
-  fold_reps, fold_points = [], []
-  for f in sorted(folds):
-    parts = folds[f]
-    subjects = _union_subjects(parts.values())
-    counts = draw_subject_counts(subjects.size, n_resamples, rng)
-    reps, points = [], []
-    for r in sorted(parts):
-      idx = _subject_index(subjects, parts[r])
-      reps.append(statistic(counts[:, idx], parts[r]))
-      points.append(statistic(np.ones((1, idx.size)), parts[r]))
-    fold_reps.append(_mean_of(reps))
-    fold_points.append(_mean_of(points))
-  replicates = _mean_of(fold_reps)
-  estimate = {k: _scalar(v[0]) for k, v in _mean_of(fold_points).items()}
-  return {"estimate": estimate,
-          "ci": {k: percentile_interval(v, confidence) for k, v in replicates.items()},
-          "replicates": replicates, "n_resamples": int(n_resamples), "seed": seed,
-          "confidence": confidence}
-
-
-def _scalar(x):
-  x = np.asarray(x, np.float64)
-  return float(x) if x.ndim == 0 else x
-
-
-def _concat_parts(parts):
-  return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-
-
-def pooled_bootstrap(models, statistic, *, n_resamples=N_RESAMPLES, seed=0,
-                     confidence=CONFIDENCE):
-  """Subject bootstrap of a statistic of pooled out-of-fold predictions, for several models at once.
-
-  Per model and replicate (seed), the test parts of all outer folds are pooled and `statistic` is
-  computed on the pool; the model's value is the mean over its replicates. Subjects are drawn as
-  in `fold_bootstrap` (within each outer fold, from the union of every model's test subjects of
-  that fold), and every model sees the same draws, so differences between models are paired.
-
-  Args:
-    models: {name: {fold: {replicate: part}}}.
-    statistic: f(weights [B, n], part) -> {name: float64 [B] or [B, ...]}.
-    n_resamples, seed, confidence: as in `fold_bootstrap`.
-
-  Returns:
-    {model name: {"estimate", "ci", "replicates"}} as in `fold_bootstrap`.
-  """
-  if not models:
-    raise ValueError("pooled_bootstrap: no models")
-  rng = np.random.default_rng(seed)
-  fold_ids = sorted({f for folds in models.values() for f in folds})
-  counts, subjects = {}, {}
-  for f in fold_ids:
-    subjects[f] = _union_subjects(
-        [p for folds in models.values() for p in folds.get(f, {}).values()])
-    counts[f] = draw_subject_counts(subjects[f].size, n_resamples, rng)
-  out = {}
-  for name, folds in models.items():
-    reps, points = [], []
-    for r in sorted({r for parts in folds.values() for r in parts}):
-      members = [(f, folds[f][r]) for f in fold_ids if r in folds.get(f, {})]
-      weights = np.concatenate(
-          [counts[f][:, _subject_index(subjects[f], part)] for f, part in members], axis=1)
-      pool = _concat_parts([part for _, part in members])
-      reps.append(statistic(weights, pool))
-      points.append(statistic(np.ones((1, weights.shape[1])), pool))
-    replicates = _mean_of(reps)
-    out[name] = {"estimate": {k: _scalar(v[0]) for k, v in _mean_of(points).items()},
-                 "ci": {k: percentile_interval(v, confidence) for k, v in replicates.items()},
-                 "replicates": replicates}
-  return out
-
-
-def bootstrap_difference(estimate_a, estimate_b, replicates_a, replicates_b,
-                         confidence=CONFIDENCE):
-  """Paired bootstrap of a difference A - B (replicates drawn on the same subjects).
-
-  Args:
-    estimate_a, estimate_b: the point estimates.
-    replicates_a, replicates_b: [B] values on the same resamples (`pooled_bootstrap`).
-    confidence: two-sided level.
-
-  Returns:
-    {"diff", "ci95": [low, high] (percentile), "p", "n_resamples"}: p is two-sided,
-    2 * min(P*(diff <= 0), P*(diff >= 0)) over the finite resamples, floored at 1 / (B + 1) (a
-    bootstrap of B resamples cannot show a smaller p) and capped at 1.
-  """
-  d = np.asarray(replicates_a, np.float64) - np.asarray(replicates_b, np.float64)
-  d = d[np.isfinite(d)]
-  diff = float(estimate_a) - float(estimate_b)
-  if d.size == 0:
-    return {"diff": diff, "ci95": [math.nan, math.nan], "p": math.nan, "n_resamples": 0}
-  low, high = percentile_interval(d, confidence)
-  p = 2.0 * min(np.mean(d <= 0), np.mean(d >= 0))
-  return {"diff": diff, "ci95": [float(low), float(high)],
-          "p": float(min(1.0, max(p, 1.0 / (d.size + 1)))), "n_resamples": int(d.size)}
-
-
-# --------------------------------------------------------------------------- tests and intervals
-
-
-def wilson_interval(count, nobs, confidence=CONFIDENCE):
-  """Wilson score interval of a proportion count / nobs (statsmodels `proportion_confint`).
-
-  Returns:
-    (low, high) floats; (nan, nan) when nobs is 0.
-  """
-  # Imported here: statsmodels pulls in pandas (about a second), which the training side of the
-  # pipeline, importing this module for its metrics, does not need.
-  from statsmodels.stats.proportion import proportion_confint
-  if int(nobs) <= 0:
-    return math.nan, math.nan
-  low, high = proportion_confint(int(count), int(nobs), alpha=1.0 - confidence, method="wilson")
-  return float(low), float(high)
-
-
-def corrected_ttest(differences, n_train, n_test, confidence=CONFIDENCE):
-  """Nadeau & Bengio's corrected resampled t-test of per-fold differences A - B.
-
-  The folds' training sets overlap, so per-fold differences are correlated and the plain paired
-  t-test's variance var(d) / k is too small. Nadeau & Bengio (2003) correct it to
-  (1 / k + n_test / n_train) var(d):
-    t = mean(d) / sqrt((1 / k + n_test / n_train) var(d, ddof=1)),  df = k - 1,
-  with a two-sided p-value and the CI mean(d) +- t_{df, (1 + confidence) / 2} * se from the same
-  corrected standard error (scikit-learn's example "Statistical comparison of models using grid
-  search" computes the same t, one-sided).
-
-  Args:
-    differences: [k] per-fold differences; NaN folds (undefined for either model) are left out.
-    n_train: training images per fold (mean over folds).
-    n_test: test images per fold (mean over folds).
-    confidence: two-sided level of the CI.
-
-  Returns:
-    {"diff", "t", "df", "p", "ci95": [low, high], "se", "k", "n_train", "n_test", "note"}: with
-    k < 2 the test is undefined (t, p, CI nan); with zero variance, identical differences of 0
-    give t 0 and p 1, any other constant difference t +-inf and p 0 ("note" says so).
-  """
-  d = np.asarray(differences, np.float64).reshape(-1)
-  d = d[np.isfinite(d)]
-  k = int(d.size)
-  if not (n_train > 0 and n_test > 0):
-    raise ValueError(f"corrected_ttest: n_train={n_train} and n_test={n_test} must be > 0")
-  out = {"diff": float(np.mean(d)) if k else math.nan, "t": math.nan, "df": k - 1,
-         "p": math.nan, "ci95": [math.nan, math.nan], "se": math.nan, "k": k,
-         "n_train": float(n_train), "n_test": float(n_test), "note": ""}
-  if k < 2:
-    out["note"] = f"only {k} fold(s) with a value for both models; no test"
-    return out
-  mean = out["diff"]
-  se = math.sqrt((1.0 / k + n_test / n_train) * float(np.var(d, ddof=1)))
-  out["se"] = se
-  if se == 0.0:
-    out.update(t=0.0 if mean == 0 else math.copysign(math.inf, mean),
-               p=1.0 if mean == 0 else 0.0, ci95=[mean, mean],
-               note="every fold gave the same difference")
-    return out
-  t = mean / se
-  half = float(scipy.stats.t.ppf(0.5 + confidence / 2.0, k - 1)) * se
-  out.update(t=t, p=float(2.0 * scipy.stats.t.sf(abs(t), k - 1)), ci95=[mean - half, mean + half])
-  return out
-
-
-def holm(p_values):
-  """Holm's step-down adjustment (statsmodels `multipletests(method="holm")`).
-
-  Args:
-    p_values: sequence of p-values; NaN (a test that could not run) stays NaN and is not counted
-      in the family.
-
-  Returns:
-    float64 array of adjusted p-values, aligned with the input.
-  """
-  from statsmodels.stats.multitest import multipletests  # Lazy: see wilson_interval.
-  p = np.asarray(p_values, np.float64).reshape(-1)
-  out = np.full(p.shape, np.nan)
-  ok = np.isfinite(p)
-  if ok.any():
-    out[ok] = multipletests(p[ok], method="holm")[1]
-  return out
 
 
 def confusion(y_true, y_pred, num_classes):

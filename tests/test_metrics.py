@@ -1,18 +1,12 @@
-"""Tests for nasrl_jax.metrics against hand-computed values, scikit-learn / statsmodels, and
-published worked examples (scikit-learn's corrected t-test example, Newcombe's Wilson intervals)."""
+"""Tests for nasrl_jax.metrics against hand-computed values and scikit-learn / statsmodels."""
 
 import itertools
 import math
 
 import numpy as np
 import pytest
-import scipy.stats
+import statsmodels.api as sm
 from sklearn import metrics as skm
-from sklearn.datasets import make_moons
-from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
-from sklearn.svm import SVC
-from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.proportion import proportion_confint
 
 from nasrl_jax import metrics as M
 
@@ -186,198 +180,83 @@ def test_weighted_binary_and_multiclass_metrics_match_sklearn():
       [skm.roc_auc_score(yg == k, pg[:, k], sample_weight=wg) for k in range(4)]))
 
 
-# --------------------------------------------------------------------------- subject bootstrap
-
-
-def _binary_stat(w, part):
-  return M.weighted_binary_metrics(w, part["label"], part["score"])
-
-
-def _small_folds():
-  """2 outer folds x 2 seeds; subjects with 1-3 images, tied scores, small enough for one-class
-  resamples (nan AUROC) to happen."""
-  rng = np.random.default_rng(4)
-  folds = {}
-  for f, n_subj in ((0, 4), (1, 5)):
-    reps = rng.integers(1, 4, n_subj)
-    subj = np.repeat([f"f{f}s{i}" for i in range(n_subj)], reps)
-    label = np.repeat(np.arange(n_subj) % 2, reps)  # Odd subjects fatty: one label per subject.
-    folds[f] = {seed: {"subject": subj, "label": label,
-                       "score": np.round(rng.random(subj.size), 1)} for seed in (0, 1)}
-  return folds
-
-
-def test_fold_bootstrap_equals_brute_force_resampling():
-  folds = _small_folds()
-  out = M.fold_bootstrap(folds, _binary_stat, n_resamples=200, seed=7)
-  # Redraw the same subject counts (one draw per fold, folds in sorted order) and rebuild each
-  # resample as a real dataset: each drawn subject's images repeated, scored by scikit-learn.
-  rng = np.random.default_rng(7)
-  counts = {f: M.draw_subject_counts(len(np.unique(folds[f][0]["subject"])), 200, rng)
-            for f in sorted(folds)}
-  nan_auroc = 0
-  for b in range(40):
-    per_fold = {name: [] for name in ("accuracy", "sensitivity", "specificity", "auroc")}
-    for f, parts in folds.items():
-      subjects = np.unique(parts[0]["subject"])
-      per_seed = {name: [] for name in per_fold}
-      for part in parts.values():
-        idx = np.concatenate([np.flatnonzero(part["subject"] == s).repeat(c)
-                              for s, c in zip(subjects, counts[f][b])])
-        y, s = part["label"][idx], part["score"][idx]
-        pred = s >= 0.5
-        per_seed["accuracy"].append(np.mean(pred == y))
-        per_seed["sensitivity"].append(np.mean(pred[y == 1]) if (y == 1).any() else np.nan)
-        per_seed["specificity"].append(np.mean(~pred[y == 0]) if (y == 0).any() else np.nan)
-        per_seed["auroc"].append(skm.roc_auc_score(y, s) if 0 < y.sum() < y.size else np.nan)
-      for name in per_fold:
-        per_fold[name].append(np.mean(per_seed[name]))  # Seeds share labels: nan together.
-    for name, values in per_fold.items():
-      want = np.nanmean(values) if np.isfinite(values).any() else np.nan
-      got = out["replicates"][name][b]
-      assert (math.isnan(want) and math.isnan(got)) or got == pytest.approx(want), (b, name)
-    nan_auroc += int(any(math.isnan(v) for v in per_fold["auroc"]))
-  assert nan_auroc > 0  # The NaN-safe path (a one-class fold in a resample) was exercised.
-
-
-def test_fold_bootstrap_estimate_is_the_mean_over_folds_of_sklearn_metrics():
-  folds = _small_folds()
-  out = M.fold_bootstrap(folds, _binary_stat, n_resamples=300, seed=0)
-  for name in ("accuracy", "auroc"):
-    per_fold = [np.mean([M.binary_metrics(p["label"], p["score"])[name] for p in parts.values()])
-                for parts in folds.values()]
-    assert out["estimate"][name] == pytest.approx(np.nanmean(per_fold))
-    low, high = out["ci"][name]
-    assert low <= out["estimate"][name] <= high
-  again = M.fold_bootstrap(folds, _binary_stat, n_resamples=300, seed=0)
-  np.testing.assert_array_equal(again["replicates"]["auroc"], out["replicates"]["auroc"])
-
-
-def test_fold_bootstrap_two_subject_enumeration():
-  # One fold, two subjects: a (one image, classified right) and b (one image, classified wrong).
-  # Drawing two subjects with replacement gives aa, ab, ba, bb with probability 1/4 each, so the
-  # resampled accuracy is 1, 1/2 or 0 with probabilities 1/4, 1/2, 1/4; the 95 % percentile
-  # interval is [0, 1]; AUROC (one positive, one negative) is defined only for ab/ba.
-  part = {"subject": np.array(["a", "b"]), "label": np.array([1, 1]), "score": np.array([0.9, 0.1])}
-  part_auc = {"subject": np.array(["a", "b"]), "label": np.array([1, 0]),
-              "score": np.array([0.9, 0.1])}
-  out = M.fold_bootstrap({0: {0: part}}, _binary_stat, n_resamples=4000, seed=1)
-  acc = out["replicates"]["accuracy"]
-  assert set(np.unique(acc)) == {0.0, 0.5, 1.0}
-  assert np.mean(acc == 1.0) == pytest.approx(0.25, abs=0.03)
-  assert np.mean(acc == 0.5) == pytest.approx(0.50, abs=0.03)
-  np.testing.assert_allclose(out["ci"]["accuracy"], [0.0, 1.0])
-  auc = M.fold_bootstrap({0: {0: part_auc}}, _binary_stat, n_resamples=4000, seed=1)
-  assert np.mean(np.isnan(auc["replicates"]["auroc"])) == pytest.approx(0.5, abs=0.03)
-  np.testing.assert_allclose(auc["ci"]["auroc"], [1.0, 1.0])  # Finite resamples are all 1.
-
-
-def test_pooled_bootstrap_and_paired_difference():
-  folds = _small_folds()
-  flipped = {f: {r: dict(p, score=1.0 - p["score"]) for r, p in parts.items()}
-             for f, parts in folds.items()}
-  stat = lambda w, p: {"auroc": M.weighted_auroc(w, p["label"], p["score"])}
-  out = M.pooled_bootstrap({"a": folds, "same": folds, "flip": flipped}, stat, n_resamples=500,
-                           seed=3)
-  # The point estimate is the pooled AUROC per seed (scikit-learn), averaged over seeds.
-  want = np.mean([skm.roc_auc_score(np.concatenate([folds[f][r]["label"] for f in folds]),
-                                    np.concatenate([folds[f][r]["score"] for f in folds]))
-                  for r in (0, 1)])
-  assert out["a"]["estimate"]["auroc"] == pytest.approx(want)
-  a, same, flip = (out[k] for k in ("a", "same", "flip"))
-  d = M.bootstrap_difference(a["estimate"]["auroc"], same["estimate"]["auroc"],
-                             a["replicates"]["auroc"], same["replicates"]["auroc"])
-  assert d["diff"] == 0.0 and d["ci95"] == [0.0, 0.0] and d["p"] == 1.0
-  d = M.bootstrap_difference(a["estimate"]["auroc"], flip["estimate"]["auroc"],
-                             a["replicates"]["auroc"], flip["replicates"]["auroc"])
-  # Flipping the scores mirrors the AUROC in every resample (1 - AUROC): same draws, paired.
-  np.testing.assert_allclose(flip["replicates"]["auroc"], 1.0 - a["replicates"]["auroc"])
-  assert d["diff"] == pytest.approx(2 * want - 1)
-  assert d["ci95"][0] <= d["diff"] <= d["ci95"][1]
-  if d["ci95"][0] > 0:
-    assert d["p"] == pytest.approx(1.0 / (d["n_resamples"] + 1))  # The floor: never below 1/(B+1).
-
-
-# --------------------------------------------------------------------------- intervals and tests
-
-
-def test_wilson_interval_matches_newcombe_1998():
-  # Newcombe (1998), Statistics in Medicine 17:857-872, Table II, method 3 (score interval
-  # without continuity correction): 81/263, 15/148, 0/20 and 1/29.
-  for (count, nobs), want in {(81, 263): (0.2553, 0.3662), (15, 148): (0.0624, 0.1605),
-                              (0, 20): (0.0, 0.1611), (1, 29): (0.0061, 0.1718)}.items():
-    assert M.wilson_interval(count, nobs) == pytest.approx(want, abs=5e-5)
-    assert M.wilson_interval(count, nobs) == pytest.approx(
-        proportion_confint(count, nobs, method="wilson"))
-  assert all(math.isnan(v) for v in M.wilson_interval(0, 0))
-
-
-@pytest.fixture(scope="module")
-def sklearn_example_scores():
-  """Per-split ROC AUC of scikit-learn's example "Statistical comparison of models using grid
-  search" (examples/model_selection/plot_grid_search_stats.py): SVCs on make_moons(noise=0.352,
-  random_state=1, n_samples=100), 10 x 10-fold RepeatedStratifiedKFold(random_state=0)."""
-  x, y = make_moons(noise=0.352, random_state=1, n_samples=100)
-  cv = RepeatedStratifiedKFold(n_splits=10, n_repeats=10, random_state=0)
-  models = {"rbf": SVC(kernel="rbf", random_state=0),
-            "linear": SVC(kernel="linear", random_state=0),
-            "3_poly": SVC(kernel="poly", degree=3, random_state=0),
-            "2_poly": SVC(kernel="poly", degree=2, random_state=0)}
-  return {k: cross_val_score(m, x, y, scoring="roc_auc", cv=cv) for k, m in models.items()}
-
-
-def test_corrected_ttest_reproduces_the_sklearn_worked_example(sklearn_example_scores):
-  s = sklearn_example_scores
-  d = s["rbf"] - s["linear"]
-  r = M.corrected_ttest(d, n_train=90, n_test=10)
-  # Printed by the example (scikit-learn 1.4 documentation): "Corrected t-value: 0.750",
-  # "Corrected p-value: 0.227" (one-sided, t.sf); ours is two-sided, so twice that.
-  assert round(r["t"], 3) == 0.750
-  assert round(r["p"] / 2, 3) == 0.227
-  assert r["df"] == 99 and r["k"] == 100
-  # Its 95 % interval of the mean difference (the example's Bayesian t posterior uses the same
-  # corrected scale): [-0.016445, 0.036445].
-  assert r["ci95"] == pytest.approx([-0.016445, 0.036445], abs=5e-7)
-  # And the example's uncorrected t (2.611): the correction is what makes the difference.
-  assert round(np.mean(d) / np.sqrt(np.var(d, ddof=1) / d.size), 3) == 2.611
-  # Its pairwise table: t for every pair of kernels.
-  table = {("rbf", "3_poly"): 1.657, ("rbf", "2_poly"): 4.565, ("linear", "3_poly"): 1.111,
-           ("linear", "2_poly"): 4.276, ("3_poly", "2_poly"): 3.851}
-  for (a, b), t in table.items():
-    assert round(M.corrected_ttest(s[a] - s[b], 90, 10)["t"], 3) == t
-
-
-def test_corrected_ttest_hand_value_and_edge_cases():
-  d = np.array([0.02, 0.05, -0.01, 0.04])  # mean 0.025, var 0.0007.
-  r = M.corrected_ttest(d, n_train=80, n_test=20)
-  se = math.sqrt((1 / 4 + 20 / 80) * 0.0007)
-  assert r["t"] == pytest.approx(0.025 / se)
-  assert r["p"] == pytest.approx(2 * scipy.stats.t.sf(0.025 / se, 3))
-  half = scipy.stats.t.ppf(0.975, 3) * se
-  assert r["ci95"] == pytest.approx([0.025 - half, 0.025 + half])
-  r = M.corrected_ttest([0.02, np.nan, 0.05, -0.01, 0.04], 80, 20)  # A NaN fold is left out.
-  assert r["k"] == 4 and r["t"] == pytest.approx(0.025 / se)
-  r = M.corrected_ttest([0.0, 0.0, 0.0], 80, 20)
-  assert r["t"] == 0.0 and r["p"] == 1.0
-  r = M.corrected_ttest([0.1], 80, 20)
-  assert math.isnan(r["p"]) and "no test" in r["note"]
-  with pytest.raises(ValueError, match="must be > 0"):
-    M.corrected_ttest(d, 0, 20)
-
-
-def test_holm_hand_value_statsmodels_and_nan():
-  p = [0.01, 0.04, 0.03, 0.005]
-  # Sorted: 0.005 * 4 = 0.02, 0.01 * 3 = 0.03, 0.03 * 2 = 0.06, 0.04 * 1 -> max(0.06, 0.04).
-  np.testing.assert_allclose(M.holm(p), [0.03, 0.06, 0.06, 0.02])
-  np.testing.assert_allclose(M.holm(p), multipletests(p, method="holm")[1])
-  got = M.holm([0.01, np.nan, 0.04])
-  assert math.isnan(got[1])
-  np.testing.assert_allclose(got[[0, 2]], [0.02, 0.04])  # A family of two, not three.
-  assert M.holm([0.9, 0.8]).max() <= 1.0
-
-
 def test_confusion_matches_sklearn():
   rng = np.random.default_rng(5)
   y, pred = rng.integers(0, 4, 60), rng.integers(0, 4, 60)
   assert M.confusion(y, pred, 4) == skm.confusion_matrix(y, pred, labels=range(4)).tolist()
   assert M.confusion([1, 1], [1, 1], 2) == [[0, 0], [0, 2]]  # Absent classes still counted as 0.
+
+
+# --------------------------------------------------------------------------- clinical metrics
+
+
+def test_weighted_ppv_npv_balanced_accuracy_and_brier_match_sklearn():
+  rng = np.random.default_rng(2)
+  y = rng.integers(0, 2, 80)
+  p = np.clip(0.3 * y + rng.uniform(0, 0.7, 80), 0, 1)
+  w = rng.integers(0, 3, 80)
+  got = M.weighted_binary_metrics(w, y, p, 0.45, with_auroc=False)
+  pred = (p >= 0.45).astype(int)
+  assert got["balanced_accuracy"][0] == pytest.approx(
+      skm.balanced_accuracy_score(y, pred, sample_weight=w))
+  assert got["ppv"][0] == pytest.approx(skm.precision_score(y, pred, sample_weight=w))
+  assert got["npv"][0] == pytest.approx(
+      skm.precision_score(1 - y, 1 - pred, sample_weight=w))
+  assert M.weighted_brier(w, y, p)[0] == pytest.approx(skm.brier_score_loss(y, p, sample_weight=w))
+  # Nothing called positive: PPV is undefined (nan), not 0.
+  assert math.isnan(M.weighted_binary_metrics(np.ones(80), y, p, 2.0)["ppv"][0])
+
+
+def test_calibration_intercept_and_slope_match_statsmodels_per_bootstrap_row():
+  rng = np.random.default_rng(0)
+  n = 150
+  p = rng.uniform(0.05, 0.95, n)
+  y = (rng.uniform(size=n) < p ** 1.5).astype(int)  # Miscalibrated on purpose.
+  x = np.log(p / (1 - p))
+  w = np.vstack([np.ones(n), rng.multinomial(n, np.ones(n) / n, size=3)])
+  got = M.weighted_calibration(w, y, p)
+  for row in range(w.shape[0]):
+    slope = sm.GLM(y, sm.add_constant(x), family=sm.families.Binomial(),
+                   freq_weights=w[row]).fit()
+    large = sm.GLM(y, np.ones((n, 1)), family=sm.families.Binomial(), offset=x,
+                   freq_weights=w[row]).fit()
+    assert got["calibration_slope"][row] == pytest.approx(slope.params[1], abs=1e-6)
+    assert got["calibration_intercept"][row] == pytest.approx(large.params[0], abs=1e-6)
+  # Perfectly calibrated in expectation: y drawn from p itself.
+  big = rng.uniform(0.05, 0.95, 20000)
+  calibrated = M.weighted_calibration(np.ones(big.size), rng.uniform(size=big.size) < big, big)
+  assert calibrated["calibration_slope"][0] == pytest.approx(1.0, abs=0.08)
+  assert calibrated["calibration_intercept"][0] == pytest.approx(0.0, abs=0.05)
+  # Undefined: constant predictions (slope), one class only (both); max_rows leaves the rest NaN.
+  flat = M.weighted_calibration(np.ones(n), y, np.full(n, 0.6))
+  assert math.isnan(flat["calibration_slope"][0]) and math.isfinite(flat["calibration_intercept"][0])
+  one = M.weighted_calibration(np.ones(n), np.ones(n), p)
+  assert math.isnan(one["calibration_slope"][0]) and math.isnan(one["calibration_intercept"][0])
+  part = M.weighted_calibration(w, y, p, max_rows=2)
+  assert np.isfinite(part["calibration_slope"][:2]).all()
+  assert np.isnan(part["calibration_slope"][2:]).all()
+
+
+def test_net_benefit_hand_values():
+  # 4 fatty, 6 normal. At t = 0.5 the rule p >= 0.5 finds 3 true and 1 false positive:
+  # NB = 3/10 - 1/10 * 0.5/0.5 = 0.2. At t = 0.2: 4 TP, 3 FP -> 0.4 - 0.3 * 0.25 = 0.325.
+  y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+  p = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.4, 0.25, 0.1, 0.1, 0.05])
+  np.testing.assert_allclose(M.net_benefit(y, p, [0.5, 0.2]), [0.2, 0.325])
+  # Treat all: prevalence - (1 - prevalence) t / (1 - t).
+  np.testing.assert_allclose(M.net_benefit(y, np.ones(10), [0.25]), [0.4 - 0.6 / 3])
+  with pytest.raises(ValueError, match="strictly between"):
+    M.net_benefit(y, p, [0.0])
+
+
+def test_degenerate_is_a_narrow_spread_or_one_class_at_the_threshold():
+  rng = np.random.default_rng(0)
+  spread = rng.uniform(0.1, 0.9, 100)
+  assert not M.degenerate(spread, 0.5)
+  near_constant = 0.51 + rng.uniform(0, 0.04, 100)  # The quick job's 0.509-0.549.
+  assert M.degenerate(near_constant, 0.3)
+  assert "interquartile range" in M.degenerate_reason(near_constant, 0.3)
+  one_sided = np.concatenate([rng.uniform(0.6, 0.95, 96), rng.uniform(0.0, 0.3, 4)])
+  assert M.degenerate(one_sided, 0.5)  # IQR is wide, but 96 % are called fatty.
+  assert "96 % of the test images fatty" in M.degenerate_reason(one_sided, 0.5)
+  assert not M.degenerate(one_sided, 0.8)

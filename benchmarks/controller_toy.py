@@ -58,7 +58,7 @@ def parse_args(argv):
     raise UserInputError(f"--lrs={a.lrs!r}: give comma-separated numbers") from None
   if not a.lr_list or min(a.lr_list) <= 0:
     raise UserInputError(f"--lrs={a.lrs!r}: give learning rates > 0")
-  a.strategy_list = common.parse_words("strategies", a.strategies, strategies.NAMES)
+  a.strategy_list = common.parse_words("strategies", a.strategies, strategies.names())
   return a
 
 

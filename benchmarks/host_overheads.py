@@ -79,7 +79,7 @@ def _uniform_draw_init(config, space, key):
 
 def strategy_rows(config, space):
   rows = []
-  for name in strategies.NAMES:
+  for name in strategies.names():
     row = {"strategy": name}
     s = strategies.make(name, config, space)
     row["init_s"] = _seconds(lambda: s.init(jax.random.key(0)))

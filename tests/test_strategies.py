@@ -31,7 +31,7 @@ def toy_runs():
   c.evolution.population = 32
   c.evolution.tournament = 8
   out = {}
-  for name in strategies.NAMES:
+  for name in strategies.names():
     s = strategies.make(name, c, FULL, children_per_step=8)
     run = jax.jit(lambda k, s=s: strategies.scan_search(s, _agreement, k, 125))
     out[name] = [np.asarray(run(jax.random.key(seed))[2]).reshape(-1) for seed in range(3)]
@@ -125,7 +125,7 @@ def _loss(s, params, actions, rewards, valid, baseline):
 
 def test_ask_is_deterministic_per_key_and_tell_is_pure(config_factory):
   c = config_factory()
-  for name in strategies.NAMES:
+  for name in strategies.names():
     init, ask, tell = strategies.jitted(name, c, SPACE)
     state = init(jax.random.key(0))
     a1 = np.asarray(ask(state, jax.random.key(5)))
@@ -136,3 +136,67 @@ def test_ask_is_deterministic_per_key_and_tell_is_pure(config_factory):
     s2, _ = tell(state, a1, r, jnp.ones(a1.shape[0], bool))
     for x, y in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+# ---------------------------------------------------------------------------- a fourth strategy
+
+
+class _Greedy:
+  """A test-only strategy: asks one fixed architecture per step, shifted by the best reward's
+  child. It exists to show that a new strategy is one class and one registry line."""
+
+  name = "greedy"
+
+  @staticmethod
+  def params_from_config(config):
+    del config
+    return ()
+
+  def __init__(self, space, params, children_per_step):
+    del params
+    self.m = children_per_step
+    self.choices = jnp.asarray(space.choices_per_decision, jnp.int32)
+
+  def init(self, key):
+    del key
+    return jnp.zeros((), jnp.int32)
+
+  def ask(self, state, key):
+    del key
+    return (state + jnp.arange(self.m)[:, None]) % self.choices[None, :]
+
+  def tell(self, state, actions, rewards, valid):
+    del actions
+    return state + jnp.argmax(jnp.where(valid, rewards, -jnp.inf)) + 1, {"mean_reward":
+                                                                        rewards.mean()}
+
+
+def test_a_fourth_strategy_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
+  from nasrl_jax import pipeline, search
+  from nasrl_jax.strategies import base
+  from tests.conftest import load_config
+  monkeypatch.setitem(strategies.REGISTRY, "greedy", base.Entry(_Greedy, stream_id=4,
+                                                               model="Greedy"))
+  c = load_config("tiny")
+  c.search.strategies = ("reinforce", "greedy")
+  c.eval.primary = ("Greedy vs VGG19", "subject.auroc")
+  pipeline.validate_config(c)  # The config, the primary family and the report know it.
+  assert strategies.model_name("greedy") == "Greedy" and "greedy" in strategies.names()
+  c.search.num_steps = 3
+  calls = []
+
+  def evaluator(archs):  # Any callable: list of Architecture -> rewards.
+    calls.append([str(a) for a in archs])
+    return [float(i) for i in range(len(archs))]
+
+  res = search.run_search(c, evaluator, str(tmp_path / "s"), strategy="greedy", seed=0,
+                          outer_fold=1)
+  assert [r.strategy for r in res.history] == ["greedy"] * 6
+  by_step = [[str(r.architecture) for r in res.history if r.step == s] for s in range(3)]
+  assert by_step[1] != by_step[0]  # tell() moved the state.
+  assert calls and all(a in sum(by_step, []) for c in calls for a in c)
+  lines = (tmp_path / "s" / "history.jsonl").read_text().splitlines()
+  assert len(lines) == 6
+  monkeypatch.delitem(strategies.REGISTRY, "greedy")
+  with pytest.raises(Exception, match="greedy"):
+    pipeline.validate_config(c)

@@ -11,7 +11,8 @@ metadata make an exported model is `export.py`'s business; it saves through `sav
 * `ModelStore`: the search's children keyed by child index, optionally only the `max_to_keep` best
   by score (Orbax's best-N retention).
 * `save_model` / `load_model` / `load_meta`: one pytree plus a JSON dict in one folder (an Orbax
-  `Checkpointer`), written atomically, replacing what is there.
+  `Checkpointer`), written atomically, replacing what is there. `update_meta` adds fields to the
+  JSON dict afterwards (atomically, the arrays untouched).
 
 Every folder holds Orbax items: the arrays (`state/` or `params/`, OCDBT), `meta/metadata` (the
 caller's JSON, readable as is) and `checksums/metadata` (below). Nothing is pickled.
@@ -58,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from nasrl_jax import io_utils
 from nasrl_jax.errors import UserInputError
 
 CORRUPT_SUBDIR = "_corrupt"
@@ -582,6 +584,27 @@ def load_meta(directory: str | os.PathLike) -> dict:
   if not isinstance(meta[_META], dict):
     raise UserInputError(f"{path}: model metadata is not a JSON object")
   return meta[_META]
+
+
+def update_meta(directory: str | os.PathLike, changes: Mapping[str, Any]) -> dict:
+  """Merges `changes` into the JSON dict of a `save_model` folder; the arrays stay as they are.
+
+  For records added after the save (the ONNX file's). The JSON file JsonSave wrote
+  (`meta/metadata`) is replaced atomically (temp file + rename): readers see the old dict or the
+  new one. Call it from one process.
+
+  Returns:
+    The new dict.
+
+  Raises:
+    UserInputError: as `load_meta`.
+    TypeError: `changes` is not a dict of JSON values.
+  """
+  path = epath.Path(directory).absolute()
+  meta = load_meta(path)
+  meta.update(_check_json(changes, "model metadata update"))
+  io_utils.atomic_write_json(os.fspath(path / _META / "metadata"), meta)
+  return meta
 
 
 def load_model(directory: str | os.PathLike, template: Any = None) -> tuple[Any, dict]:

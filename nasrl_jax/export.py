@@ -14,6 +14,9 @@ nothing else in nasrl_jax knows its layout:
   folder that is missing, is not a model, or holds weights of another network is one
   `UserInputError` line, before any image is read.
 
+`python -m nasrl_jax.export --onnx MODEL_DIR` adds `model.onnx` (and `predict_onnx.py`) to an
+exported folder: see `onnx_export`.
+
 The search's top-k children (`checkpoint.ModelStore`) use the same folder layout, so `load` reads
 a child folder too. Folders exported before the format tag existed (no "format", no
 "max_pixels", no checksums) still load.
@@ -223,3 +226,11 @@ def load(directory: str | os.PathLike) -> Exported:
   return Exported(name=str(meta.get("name") or os.path.basename(path)), directory=path, arch=arch,
                   spec=spec, graphdef=graphdef, params=params, batch_stats=stats, metadata=meta,
                   threshold=threshold, data_cfg=data_cfg)
+
+
+if __name__ == "__main__":
+  # `python -m nasrl_jax.export --onnx MODEL_DIR`: the ONNX writer lives in onnx_export, which
+  # needs the onnx package; importing this module must not.
+  import sys  # pylint: disable=g-import-not-at-top
+  from nasrl_jax import onnx_export  # pylint: disable=g-import-not-at-top
+  sys.exit(onnx_export.main(sys.argv[1:], prog="python -m nasrl_jax.export"))

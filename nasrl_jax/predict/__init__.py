@@ -19,6 +19,8 @@ This package owns inference on files a user brings (not a `Dataset`):
   the end, followed by a summary line. Exit code 0 when at least one image was predicted and no
   file failed, 1 when some failed (or nothing was found), 2 on bad flags or an unusable model.
 * `--saliency=DIR` writes one Grad-CAM overlay PNG per image (`gradcam.make_predict_fn`).
+* `--backend=onnx` runs the folder's `model.onnx` with onnxruntime instead of JAX (same CSV, prob
+  within 1e-5; written by `python -m nasrl_jax.export --onnx MODEL_DIR`); no saliency there.
 
 Modules: `io` (files in and out), `gradcam` (the jitted model call and the overlay), `cli` (flags,
 exit codes). Batches have a fixed size (`--batch_size`); the last one is padded to the next power
@@ -52,6 +54,9 @@ __all__ = ["COLUMNS", "features", "find_files", "head", "is_dicom", "make_predic
            "subject_rows", "write_csv"]
 
 
+BACKENDS = ("jax", "onnx")
+
+
 def _batch_shape(n: int, batch_size: int) -> int:
   """Full batches run at batch_size; a last partial one at the next power of two (<= batch_size)."""
   return min(batch_size, 1 << max(0, math.ceil(math.log2(n))))
@@ -61,7 +66,7 @@ def predict_paths(model_dir: str | os.PathLike | export.Exported,
                   paths: Sequence[str | os.PathLike], threshold: Optional[float] = None,
                   saliency_dir: Optional[str | os.PathLike] = None,
                   manifest: Optional[str | os.PathLike] = None, *,
-                  batch_size: int = 32) -> tuple[list[dict], list[str]]:
+                  batch_size: int = 32, backend: str = "jax") -> tuple[list[dict], list[str]]:
   """Predicts P(fatty liver) for image/DICOM files and folders.
 
   Args:
@@ -72,14 +77,16 @@ def predict_paths(model_dir: str | os.PathLike | export.Exported,
     manifest: optional `path,subject_id` CSV (paths relative to its folder): its files are predicted
       too, image rows get their subject_id and one `level=subject` row per subject is appended.
     batch_size: images per model call.
+    backend: "jax" (the Orbax weights) or "onnx" (the folder's `model.onnx`, by onnxruntime; no
+      saliency).
 
   Returns:
     (rows, errors): rows are dicts with the keys of `COLUMNS` (image rows in file and frame order,
     then subject rows sorted by subject); errors are one line per file that could not be read.
 
   Raises:
-    UserInputError: an unusable model, threshold, batch size, manifest structure or saliency folder
-      (before any image is read).
+    UserInputError: an unusable model, threshold, batch size, backend, manifest structure or
+      saliency folder, or a missing or invalid model.onnx (before any image is read).
   """
   model = model_dir if isinstance(model_dir, export.Exported) else export.load(model_dir)
   threshold = model.threshold if threshold is None else export.check_threshold(threshold,
@@ -100,7 +107,7 @@ def predict_paths(model_dir: str | os.PathLike | export.Exported,
                                   exclude_dirs=[saliency_dir] if saliency_dir else [])
   errors += find_errors
   names = saliency_names(files) if saliency_dir is not None else {}
-  fn = make_predict_fn(model.graphdef, saliency_dir is not None)
+  fn = _model_fn(model, backend, saliency_dir is not None)
   arch_text = str(model.arch)
   rows: list[dict] = []
   pending: list[tuple[str, int, int, np.ndarray]] = []  # (file, frame, frames in file, image).
@@ -111,7 +118,7 @@ def predict_paths(model_dir: str | os.PathLike | export.Exported,
     size = _batch_shape(n, batch_size)
     if size > n:  # Pad with copies of a real image: no NaNs, same compiled shape.
       x = np.concatenate([x, np.repeat(x[:1], size - n, axis=0)])
-    prob, cam = fn(model.params, model.batch_stats, jnp.asarray(x))
+    prob, cam = fn(x)
     prob = np.asarray(prob, np.float64)[:n]
     cam = None if cam is None else np.asarray(cam)[:n]
     for j, (path, frame, n_frames, image) in enumerate(pending):
@@ -147,6 +154,20 @@ def predict_paths(model_dir: str | os.PathLike | export.Exported,
   if manifest is not None:
     rows += subject_rows(rows, threshold, model.name, arch_text)
   return rows, errors
+
+
+def _model_fn(model: export.Exported, backend: str, saliency: bool):
+  """`fn(x uint8[B, S, S, 1]) -> (P(fatty) [B], Grad-CAM [B, S, S] | None)` of the backend."""
+  if backend not in BACKENDS:
+    raise UserInputError(f"backend={backend!r}: must be one of {', '.join(BACKENDS)}")
+  if backend == "onnx":
+    if saliency:
+      raise UserInputError("--saliency needs --backend=jax (Grad-CAM differentiates the JAX "
+                           "model; the ONNX graph has no gradients)")
+    from nasrl_jax import onnx_export  # pylint: disable=g-import-not-at-top  # onnx only here.
+    return onnx_export.predict_fn(model)
+  jitted = make_predict_fn(model.graphdef, saliency)
+  return lambda x: jitted(model.params, model.batch_stats, jnp.asarray(x))
 
 
 def subject_rows(image_rows: Sequence[dict], threshold: float, model_name: str,

@@ -24,6 +24,8 @@ def _define_flags():
                       "relative to its folder): adds per-subject rows.")
   flags.DEFINE_string("saliency", None, "Optional folder for Grad-CAM overlay PNGs.")
   flags.DEFINE_integer("batch_size", 32, "Images per model call.")
+  flags.DEFINE_enum("backend", "jax", ["jax", "onnx"], "jax: the exported weights; onnx: the "
+                    "folder's model.onnx by onnxruntime (python -m nasrl_jax.export --onnx DIR).")
   return flags.FLAGS
 
 
@@ -39,7 +41,8 @@ def _parse_flags(argv):
 
 def run_cli(model: Optional[str], output: Optional[str], paths: Sequence[str], *,
             threshold: Optional[float] = None, manifest: Optional[str] = None,
-            saliency: Optional[str] = None, batch_size: int = 32, out=None, err=None) -> int:
+            saliency: Optional[str] = None, batch_size: int = 32, backend: str = "jax",
+            out=None, err=None) -> int:
   """The command line's work after flag parsing: predict, write the CSV, report.
 
   Args:
@@ -50,6 +53,7 @@ def run_cli(model: Optional[str], output: Optional[str], paths: Sequence[str], *
     manifest: see `predict_paths`.
     saliency: see `predict_paths` (saliency_dir).
     batch_size: see `predict_paths`.
+    backend: see `predict_paths`.
     out: stream for the summary line (default sys.stdout).
     err: stream for error lines (default sys.stderr).
 
@@ -68,7 +72,7 @@ def run_cli(model: Optional[str], output: Optional[str], paths: Sequence[str], *
       raise UserInputError(f"--output={output} is a folder; give a CSV file name")
     rows, errors = predict.predict_paths(model, paths, threshold=threshold,
                                          saliency_dir=saliency or None, manifest=manifest or None,
-                                         batch_size=batch_size)
+                                         batch_size=batch_size, backend=backend)
   except UserInputError as e:
     err.write(f"error: {e}\n")
     return 2
@@ -100,7 +104,7 @@ def main(argv: Sequence[str]) -> int:
   for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
     handler.addFilter(_OwnInfoOnly())
   return run_cli(f.model, f.output, list(argv[1:]), threshold=f.threshold, manifest=f.manifest,
-                 saliency=f.saliency, batch_size=f.batch_size)
+                 saliency=f.saliency, batch_size=f.batch_size, backend=f.backend)
 
 
 def run() -> None:

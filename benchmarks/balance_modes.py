@@ -50,7 +50,8 @@ def parse_args(argv):
   p.add_argument("--folds", type=int, default=0,
                  help="How many of the outer folds to train (0 = all).")
   p.add_argument("--epochs", type=int, default=0, help="Epochs per training (0 = the config's).")
-  p.add_argument("--seed", type=int, default=0, help="Training seed (rng.train_key's seed).")
+  p.add_argument("--seed", type=int, default=0,
+                 help="Training seed (rng.training_key's training seed).")
   p.add_argument("--data_cache", default="",
                  help="Simulator cache folder ('' = the config's, ~/.cache/nasrl_jax).")
   p.add_argument("--workdir", default="", help="Folder for folds.json per row ('' = a temp dir).")
@@ -105,7 +106,7 @@ def measure(args, mode, augment, workdir) -> dict:
   n = len(run.folds) if not args.folds else min(args.folds, len(run.folds))
   folds = []
   for k in range(n):
-    result, _ = evaluate.final_training(run, run.folds[k], k, args.seed, arch)
+    result, _ = evaluate.final_training(run, run.folds[k], k, arch, training_seed=args.seed)
     label, score = metrics.binary_view(np.asarray(result["test"]["label"]),
                                        np.asarray(result["test"]["prob"]))
     m = metrics.binary_metrics(label, score, threshold=0.5)

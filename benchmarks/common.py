@@ -183,8 +183,8 @@ def split_kwargs(config, labels) -> dict:
 def kfold_splits(config, labels, k: int, seed: int = 0):
   """(splits, keys, sizes) of k-fold CV over every image: fold j validates, the rest train.
 
-  Keys are `rng.train_key(root, seed=0, outer=j, split=0, replica=FINAL_REPLICA)`, the stream a
-  final (CV) training of outer fold j draws.
+  Keys are `rng.training_key(root, outer=j, training_seed=0)`, the stream the first test training
+  of outer fold j draws.
   """
   from nasrl_jax import rng as rng_lib  # pylint: disable=g-import-not-at-top
   from nasrl_jax import train as train_lib  # pylint: disable=g-import-not-at-top
@@ -199,7 +199,7 @@ def kfold_splits(config, labels, k: int, seed: int = 0):
   splits, keys = [], []
   for j in range(k):
     train_idx = np.sort(np.concatenate([p for i, p in enumerate(parts) if i != j]))
-    key = rng_lib.train_key(root, seed=0, outer=j, split=0, replica=rng_lib.FINAL_REPLICA)
+    key = rng_lib.training_key(root, outer=j, training_seed=0)
     splits.append(train_lib.make_split(
         train_idx, np.zeros(train_idx.size), np.sort(parts[j]), sizes,
         rng=rng_lib.host_rng(rng_lib.purpose(key, rng_lib.Purpose.PADDING)),

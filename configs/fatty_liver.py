@@ -31,6 +31,11 @@ batch 32) plus ~40 ms per validation pass. A run costs about
 
 import ml_collections
 
+# Synthetic cohorts (data.synthetic.seed) on which recipes, budgets and balancing were chosen
+# (benchmarks default to them; BUILD_NOTES.md lists each choice with its cohort). The default
+# cohort 0 is the evaluation cohort: a report on one of these says `tuned_on_it: true`.
+TUNING_COHORTS = (1,)
+
 QUICK_NOTE = """quick: 32 px, widths x1/16, no batch norm, lr 1e-3, hflip + gain, 10 epochs;
 nested over 2 outer folds; per fold and strategy 2 steps x 2 children, 1 reward split (val_nll),
 top 2 re-scored with 1 more seed; VGG19 and three strategies. 13-15 distinct architectures and
@@ -41,25 +46,121 @@ CPU_NOTE = """cpu: the quick recipe at 20 epochs, nested over 5 outer folds; per
 children (4 steps x 2), 1 reward split (val_nll), top 2 re-scored with 2 more seeds."""
 
 
+# The CPU budgets' shared recipe (quick, cpu, tiny), measured on tuning cohort 1 (BUILD_NOTES.md,
+# recipe tables): 32 px, widths x1/16 (filters 4-32), GAP head, no batch norm at lr 1e-3, flips and
+# gain jitter.
+CPU_RECIPE = {
+    "data.image_size": 32,
+    "data.synthetic.render_size": 96,
+    "space.width_multiplier": 0.0625,
+    "model.head": "gap",
+    "model.batch_norm": False,
+    "train.learning_rate": 1e-3,
+    "train.epochs": 10,
+    "data.augment": ("hflip", "gain"),
+    "max_hours": 0.0,
+    "eval.fps_iters": 20,
+}
+
+VARIANTS = {
+    "quick": {  # QUICK_NOTE.
+        "eval.outer_folds": 2,
+        "eval.test_seeds": 2,
+        "search.num_steps": 2,
+        "search.children_per_step": 2,
+        "search.reward_splits": 1,
+        "search.rescore_top_k": 2,
+        "search.rescore_seeds": 1,
+        "search.top_k": 0,  # The exported models are the best-validation test trainings.
+        "evolution.population": 2,
+        "evolution.tournament": 2,
+    },
+    "cpu": {  # CPU_NOTE.
+        "eval.outer_folds": 5,
+        # 20 epochs (~120 steps per training): on cohort 1 sampled children went 0.59 -> 0.64
+        # AUROC from 15 to 20 epochs (0.66 at 25, which does not fit the hour), VGG19 unchanged.
+        "train.epochs": 20,
+        "search.num_steps": 4,
+        "search.children_per_step": 2,
+        # One reward split: val_nll's between/within ratio was highest at r = 1 (reward-noise
+        # table); re-scoring averages 2 seeds.
+        "search.reward_splits": 1,
+        "search.rescore_top_k": 2,
+        "search.rescore_seeds": 2,
+        "evolution.population": 4,
+        "evolution.tournament": 2,
+    },
+    "tiny": {  # For tests: the whole pipeline in well under a minute.
+        "data.synthetic.num_subjects": 40,
+        "data.synthetic.num_images": 60,
+        "data.synthetic.num_s0": 20,
+        "data.synthetic.render_size": 64,
+        "data.num_folds": 4,
+        "model.batch_norm": True,  # The tests also cover batch-norm statistics (export, resume).
+        "train.learning_rate": 3e-3,
+        "data.augment": (),
+        "train.epochs": 2,
+        "train.batch_size": 16,
+        "train.eval_batch_size": 16,
+        "space.blocks": (1, 1, 1, 1, 1),  # A shallow test-only space: a child compiles in ~2 s.
+        "eval.outer_folds": 2,
+        "eval.test_seeds": 2,
+        # One step of 2 children per search (tell() still runs); every outer fold searches with
+        # its own keys, so the test run compiles up to 13 architectures of ~2 s each.
+        "search.num_steps": 1,
+        "search.children_per_step": 2,
+        "search.reward_splits": 2,
+        "search.rescore_top_k": 2,
+        "search.rescore_seeds": 1,
+        "search.top_k": 1,
+        "evolution.population": 2,
+        "evolution.tournament": 2,
+    },
+}
+SOURCES = ("manifest", "byra_mat", "dicom")  # Variant words that pick config.data.source.
+
+
 def _parse_arg(arg):
-  """'quick,manifest' -> {'quick': True, 'manifest': True} (big_vision's parse_arg idiom)."""
+  """'quick,manifest' -> ['quick', 'manifest'] (big_vision's parse_arg idiom), checked."""
   words = [w.strip() for w in (arg or "").split(",") if w.strip()]
-  known = {"quick", "cpu", "manifest", "byra_mat", "dicom", "tiny"}
-  unknown = sorted(set(words) - known)
+  unknown = sorted(set(words) - set(VARIANTS) - set(SOURCES))
   if unknown:
-    raise ValueError(f"config variant(s) {unknown} unknown; choose from {sorted(known)}")
-  sizes = [w for w in words if w in ("quick", "cpu", "tiny")]
+    raise ValueError(f"config variant(s) {unknown} unknown; choose from "
+                     f"{sorted(set(VARIANTS) | set(SOURCES))}")
+  sizes = [w for w in words if w in VARIANTS]
   if len(sizes) > 1:
     raise ValueError(f"config variants {sizes} are alternative budgets; choose one")
-  return {w: True for w in words}
+  return words
+
+
+def _set(config, dotted, value):
+  *path, last = dotted.split(".")
+  node = config
+  for part in path:
+    node = node[part]
+  if last not in node:
+    raise KeyError(f"{dotted}: no such config field")
+  node[last] = value
 
 
 def get_config(arg=None):
-  """Returns the experiment config; `arg` selects a variant (see module docstring)."""
-  variant = _parse_arg(arg)
+  """Returns the experiment config; `arg` selects variants (see the module docstring)."""
+  c = base_config()
+  c.variant = arg or ""
+  for word in _parse_arg(arg):
+    if word in SOURCES:
+      c.data.source = word
+    else:
+      for key, value in {**CPU_RECIPE, **VARIANTS[word]}.items():
+        _set(c, key, value)
+  return c
+
+
+def base_config():
+  """The paper-scale defaults: every field, each with its one comment."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # Root of every random stream (nasrl_jax/rng.py): folds, searches, trainings.
-  c.variant = arg or ""  # The variant string, recorded in config.json and the report.
+  c.variant = ""  # The variant string, recorded in config.json and the report.
   c.max_hours = 72.0  # Pre-flight: stop before training when the estimated device time exceeds
   #                     this (a long weekend on one GPU; 0 = no limit).
 
@@ -97,7 +198,9 @@ def get_config(arg=None):
   s.overlay_prob = 0.3  # Probability of a machine-specific RGB tint / burned-in text.
   s.kidney_prob = 0.5  # Probability per image that the right kidney is in view (not tied to CAP).
   s.cap_noise_sd = 18.0  # dB/m: FibroScan measurement noise (true = measured - N(0, sd)).
-  s.seed = 0  # Simulator seed: fixes the cohort, independent of config.seed.
+  s.seed = 0  # Simulator seed: fixes the cohort, independent of config.seed. 0 = the evaluation
+  #             cohort; choices are tuned on TUNING_COHORTS only.
+  s.tuning_cohorts = TUNING_COHORTS  # The report's cohort.tuned_on_it is seed in this tuple.
 
   # ---------------------------------------------------------------- search space
   c.space = sp = ml_collections.ConfigDict()
@@ -113,6 +216,7 @@ def get_config(arg=None):
   m.dropout = 0.5  # Dropout in the vgg head (VGG19's).
   m.batch_norm = True  # BN after each conv: trains from scratch reliably (BUILD_NOTES.md).
   m.num_classes = 2  # Output classes (set to 4 automatically in grade mode).
+  m.min_width = 0  # No scaled conv layer narrower than this many channels (0 = no floor).
 
   # ---------------------------------------------------------------- child training
   c.train = t = ml_collections.ConfigDict()
@@ -122,6 +226,9 @@ def get_config(arg=None):
   t.optimizer = "adam"  # adam | sgd (momentum 0.9).
   t.learning_rate = 1e-4  # Peak learning rate (cosine decay to 0 over the run).
   t.warmup_epochs = 1  # Linear warm-up epochs.
+  t.min_epochs = 0  # The kept (best-validation) weights come from this epoch or later.
+  t.val_weighting = "none"  # none | class: the validation NLL that keeps weights and makes the
+  #                           val_nll reward, weighted per class like the training loss.
   t.weight_decay = 0.0  # Decoupled weight decay (adamw) when > 0.
   t.dtype = "float32"  # Compute dtype: float32 | bfloat16 (params stay float32).
   t.epoch_loop = "auto"  # steps (loop of jitted steps) | scan | auto.
@@ -180,80 +287,17 @@ def get_config(arg=None):
   ev.outer_folds = 5  # Outer folds of the nested protocol (0 = data.num_folds).
   ev.outer_groups = "subject"  # subject | device | site: what an outer test part holds out.
   ev.final_search = False  # After the estimate, one search on all subjects exports the models.
+  ev.test_seeds = 3  # Test trainings per chosen model, outer fold and search seed (VGG19: per
+  #                    outer fold), each with its own training seed (rng.training_key, not the
+  #                    search seed). A fold's score is the mean of their metrics.
+  ev.primary = ("NASRL vs VGG19", "NASRL vs RandomSearch", "subject.auroc")  # The pre-specified
+  #            primary family: "A vs B" comparisons and one metric ([image.|subject.]name). The
+  #            verdict and Holm's adjustment use these alone; every other comparison is
+  #            exploratory. Fixed for a run: resuming with another primary is refused.
   ev.fps_iters = 100  # Timed batch-1 calls for the FPS median.
   ev.throughput_batch = 64  # Batch size for the large-batch throughput figure.
 
   # ---------------------------------------------------------------- runtime
   c.compile_cache_dir = "~/.cache/nasrl_jax/jax_cache"  # JAX persistent compilation cache.
   c.log_every_s = 10.0  # Plain progress lines at most this often when not on a terminal.
-
-  if variant.get("quick") or variant.get("cpu") or variant.get("tiny"):
-    d.image_size = 32
-    s.render_size = 96
-    sp.width_multiplier = 0.0625  # Filters {4, 8, 16, 32}.
-    m.head = "gap"
-    # The measured CPU recipe (BUILD_NOTES.md, recipe table, cohort seed 1): without batch norm
-    # at lr 1e-3 with flips and gain jitter the small models stop overfitting by epoch 2-3.
-    m.batch_norm = False
-    t.learning_rate = 1e-3
-    t.epochs = 10
-    d.augment = ("hflip", "gain")
-    d.num_folds = 10
-    c.max_hours = 0.0
-    ev.fps_iters = 20
-  if variant.get("quick"):
-    ev.outer_folds = 2
-    se.num_steps = 2
-    se.children_per_step = 2
-    se.reward_splits = 1
-    se.rescore_top_k = 2
-    se.rescore_seeds = 1
-    se.top_k = 0  # The exported models are the best-validation test trainings.
-    e.population = 2
-    e.tournament = 2
-  if variant.get("cpu"):
-    ev.outer_folds = 5
-    # 20 epochs: ~120 steps per training (5 outer folds leave ~190 training images per split).
-    # On cohort 1 (BUILD_NOTES.md, cpu sweep) sampled children went 0.59 -> 0.64 AUROC from 15
-    # to 20 epochs (0.66 at 25, which does not fit the hour), VGG19 unchanged.
-    t.epochs = 20
-    se.num_steps = 4
-    se.children_per_step = 2
-    # One reward split: val_nll's between/within ratio was highest at r = 1 (reward-noise table)
-    # and r = 2 projected ~88 minutes from its first outer fold; re-scoring averages 2 seeds.
-    se.reward_splits = 1
-    se.rescore_top_k = 2
-    se.rescore_seeds = 2
-    e.population = 4
-    e.tournament = 2
-  if variant.get("tiny"):  # For tests: the whole pipeline in well under a minute.
-    s.num_subjects = 40
-    s.num_images = 60
-    s.num_s0 = 20
-    s.render_size = 64
-    d.num_folds = 4
-    m.batch_norm = True  # The tests also cover batch-norm statistics (export, resume).
-    t.learning_rate = 3e-3
-    d.augment = ()
-    t.epochs = 2
-    t.batch_size = 16
-    t.eval_batch_size = 16
-    sp.blocks = (1, 1, 1, 1, 1)  # A shallow test-only space: each child compiles in ~2 s.
-    ev.outer_folds = 2
-    # One step: every search's children are the same in both outer folds (sampling keys do not
-    # depend on the fold), so the test runs compile 7 architectures; tell() still runs.
-    se.num_steps = 1
-    se.children_per_step = 2
-    se.reward_splits = 2
-    se.rescore_top_k = 2
-    se.rescore_seeds = 1
-    se.top_k = 1
-    e.population = 2
-    e.tournament = 2
-  if variant.get("manifest"):
-    d.source = "manifest"
-  if variant.get("byra_mat"):
-    d.source = "byra_mat"
-  if variant.get("dicom"):
-    d.source = "dicom"
   return c

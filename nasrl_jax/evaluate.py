@@ -16,10 +16,11 @@ paper             the paper's layout: one search per seed on fold `config.search
 final_search      optional, after either: one search on all subjects to export the model a user
                   deploys; its reward never appears in the estimate.
 
-Every training run draws its own stream `rng.train_key(seed, outer fold, split, replica)`; every
+Every search training draws its own stream `rng.train_key(seed, outer fold, split, replica)`, every
+test training `rng.training_key(outer fold, training seed)` (independent of the search seed); every
 architecture's programs are compiled once per run (`train.PROGRAMS`) and shared by all of this.
 Work is resumable at every level: searches through their ledgers, re-scoring through
-`search/rescore.jsonl`, test trainings through `cv/<model>/fold<i>_seed<s>.json`.
+`search/rescore/`, test trainings through `cv/<model>/fold<i>[_seed<s>]_train<t>.json`.
 """
 
 import dataclasses
@@ -35,6 +36,7 @@ import numpy as np
 
 from nasrl_jax import child as child_lib
 from nasrl_jax import io_utils
+from nasrl_jax import metrics as metrics_lib
 from nasrl_jax import reinforce
 from nasrl_jax import rng as rng_lib
 from nasrl_jax import search as search_lib
@@ -267,20 +269,24 @@ def choose_winner(records, rescored) -> tuple:
 # ------------------------------------------------------------------------------ test trainings
 
 
-def final_training(run: Run, fold, outer: int, seed: int, arch, test: bool = True):
+def final_training(run: Run, fold, outer: int, arch, *, training_seed: int,
+                   search_seed: Optional[int] = None, test: bool = True):
   """Trains `arch` on the fold's train part (its val part keeps the weights), tests once.
+
+  The training's stream is `rng.training_key(outer, training_seed)`: it does not depend on the
+  search seed that chose `arch` (recorded as `seed`; None for VGG19, which no search chose).
 
   Returns:
     (fold result dict, train.TrainResult).
   """
   train_idx, val_idx = fold["train"], fold["val"]
-  key = rng_lib.train_key(run.root, seed=seed, outer=outer, split=0,
-                          replica=rng_lib.FINAL_REPLICA)
+  key = rng_lib.training_key(run.root, outer=outer, training_seed=training_seed)
   split = run.split(train_idx, val_idx, key)
   test_idx = np.asarray(fold["test"], np.int64) if test and len(fold["test"]) else None
   fns = run.factory(arch)
   res = fns.train(key, run.data, split, test_idx=test_idx,
-                  tag={"phase": "final", "outer": outer, "seed": seed})
+                  tag={"phase": "final", "outer": outer, "seed": search_seed,
+                       "training_seed": training_seed})
   if not res.finite:
     raise train_lib.ChildTrainingError(f"non-finite loss while training {arch} on fold {outer}")
   sid = np.asarray(run.dataset.subject_id)
@@ -288,33 +294,25 @@ def final_training(run: Run, fold, outer: int, seed: int, arch, test: bool = Tru
   best = res.best_epoch if res.best_epoch >= 0 else int(np.argmin(res.val_loss))
   pv = res.val_probs[best]
   result = {
-      "fold": int(outer), "seed": int(seed), "group": fold.get("group", ""),
+      "fold": int(outer), "seed": None if search_seed is None else int(search_seed),
+      "training_seed": int(training_seed), "group": fold.get("group", ""),
       "architecture": str(arch), "params": child_lib.count_params_for(arch, run.spec),
       "flops": child_lib.count_flops(arch, run.spec),
       "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
       "n_test": int(0 if test_idx is None else len(test_idx)),
-      "val_threshold": youden_threshold(res.val_labels > 0, 1.0 - pv[:, 0]),
+      "val_threshold": metrics_lib.youden_threshold(res.val_labels > 0, 1.0 - pv[:, 0]),
       "val_score": reinforce.metric_value(res, run.config.controller.reward_metric,
                                           run.num_classes),
       "best_epoch": int(res.best_epoch), "best_val_loss": float(res.best_val_loss),
       "train_seconds": float(res.train_seconds),
   }
   if test_idx is not None:
+    cap = np.asarray(run.dataset.cap, np.float64)[test_idx]
     result["test"] = {"subject_id": [str(s) for s in sid[test_idx]],
                       "label": [int(v) for v in labels[test_idx]],
-                      "prob": np.round(res.test_probs.astype(np.float64), 6).tolist()}
+                      "prob": np.round(res.test_probs.astype(np.float64), 6).tolist(),
+                      "cap": [float(c) if np.isfinite(c) else None for c in cap]}
   return io_utils.to_json_safe(result), res
-
-
-def youden_threshold(y_true, prob, default=0.5) -> float:
-  """Threshold maximising Youden's J on validation data (scikit-learn's roc_curve)."""
-  from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top
-  y = np.asarray(y_true)
-  p = np.asarray(prob, np.float64)
-  if np.unique(y).size < 2 or not np.all(np.isfinite(p)):
-    return float(default)
-  fpr, tpr, thr = skm.roc_curve(y, p)
-  return float(np.clip(thr[int(np.argmax(tpr - fpr))], 0.0, 1.0))
 
 
 def quick_scores(result) -> tuple:
@@ -329,17 +327,18 @@ def quick_scores(result) -> tuple:
 
 
 class TestLedger:
-  """cv/<model>/fold<i>_seed<s>.json: finished test trainings (resume)."""
+  """cv/<model>/fold<i>[_seed<s>]_train<t>.json: finished test trainings (resume)."""
 
   def __init__(self, workdir: str, write: bool):
     self.root = os.path.join(workdir, "cv")
     self.write = write
 
-  def path(self, name, outer, seed):
-    return os.path.join(self.root, name, f"fold{outer}_seed{seed}.json")
+  def path(self, name, outer, seed, training_seed):
+    searched = "" if seed is None else f"_seed{seed}"
+    return os.path.join(self.root, name, f"fold{outer}{searched}_train{training_seed}.json")
 
-  def get(self, name, outer, seed, arch):
-    p = self.path(name, outer, seed)
+  def get(self, name, outer, seed, training_seed, arch):
+    p = self.path(name, outer, seed, training_seed)
     if os.path.exists(p):
       r = io_utils.read_json(p)
       if r.get("architecture") == str(arch):
@@ -348,7 +347,8 @@ class TestLedger:
 
   def put(self, name, result):
     if self.write:
-      io_utils.atomic_write_json(self.path(name, result["fold"], result["seed"]), result)
+      io_utils.atomic_write_json(
+          self.path(name, result["fold"], result["seed"], result["training_seed"]), result)
 
 
 # ------------------------------------------------------------------------------ the protocols
@@ -381,18 +381,32 @@ class Outcome:
       for strategy, rows in part["searches"].items():
         self.searches.setdefault(strategy, []).extend(rows)
     for rows in self.models.values():
-      rows.sort(key=lambda r: (r["fold"], r["seed"]))
+      rows.sort(key=result_order)
     for rows in list(self.rescore.values()) + list(self.searches.values()):
       rows.sort(key=lambda r: (r["fold"], r["seed"]))
 
 
+def result_order(result) -> tuple:
+  """Sort key of test results: outer fold, search seed (None, VGG19's, first), training seed."""
+  seed = result.get("seed")
+  return (result["fold"], -1 if seed is None else seed, result.get("training_seed", 0))
+
+
 def _strategies(config):
   names = tuple(config.search.strategies)
-  unknown = sorted(set(names) - set(strategies_lib.NAMES))
+  unknown = sorted(set(names) - set(strategies_lib.names()))
   if unknown or not names:
     raise UserInputError(f"config.search.strategies={names!r}: choose from "
-                         f"{', '.join(strategies_lib.NAMES)}")
+                         f"{', '.join(strategies_lib.names())}")
   return names
+
+
+def test_seeds(config) -> int:
+  """`config.eval.test_seeds`: test trainings per chosen model, outer fold and search seed."""
+  n = config.eval.test_seeds
+  if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    raise UserInputError(f"config.eval.test_seeds={n!r}: must be an integer >= 1")
+  return n
 
 
 def _seeds(config):
@@ -410,7 +424,7 @@ def _search_winners(run: Run, fold, outer: int, seed: int, rescore_ledger, outco
   top_k = int(config.search.rescore_top_k)
   winners = {}
   for strategy in _strategies(config):
-    name = strategies_lib.MODEL_NAMES[strategy]
+    name = strategies_lib.model_name(strategy)
     on_child, store = (store_factory(strategy, seed, outer) if store_factory else (None, None))
     try:
       res = search_fold(run, fold, outer, seed, strategy, on_child=on_child)
@@ -439,25 +453,39 @@ def _search_winners(run: Run, fold, outer: int, seed: int, rescore_ledger, outco
   return winners
 
 
-def _test_all(run: Run, tests: TestLedger, fold, outer: int, seed: int, models: dict,
-              outcome: Outcome) -> None:
-  """Test trainings of every model (winners and VGG19) on one fold for one seed."""
-  done_by_arch = {}
-  for name, arch in models.items():
-    result = tests.get(name, outer, seed, arch)
+def _test_model(run: Run, tests: TestLedger, fold, outer: int, name: str, arch,
+                search_seed: Optional[int], outcome: Outcome, done: dict) -> None:
+  """The `eval.test_seeds` test trainings of one model on one fold (resumable).
+
+  `done` maps (architecture, training seed) to a result already trained on this fold: the same
+  architecture under another name or search seed has the same key, hence the same training.
+  """
+  for t in range(test_seeds(run.config)):
+    result = tests.get(name, outer, search_seed, t, arch)
     train_res = None
     if result is None:
-      if str(arch) in done_by_arch:  # The same architecture with the same key: same result.
-        result, train_res = done_by_arch[str(arch)]
+      if (str(arch), t) in done:
+        result = dict(done[str(arch), t], seed=search_seed)
       else:
-        result, train_res = final_training(run, fold, outer, seed, arch)
-        done_by_arch[str(arch)] = (result, train_res)
+        result, train_res = final_training(run, fold, outer, arch, training_seed=t,
+                                           search_seed=search_seed)
       tests.put(name, result)
+    done.setdefault((str(arch), t), result)
     acc, auc = quick_scores(result)
-    logging.info("  test %s fold %s seed %d: accuracy %.3f, AUROC %.3f", name, outer, seed, acc,
-                 auc)
+    logging.info("  test %s fold %s seed %s training %d: accuracy %.3f, AUROC %.3f", name, outer,
+                 search_seed, t, acc, auc)
     outcome.models.setdefault(name, []).append(result)
     _consider_export(outcome, name, arch, result, train_res, "best_validation_outer_fold")
+
+
+def _record_winners(run: Run, outcome: Outcome, fold_index: int, seed: int, winners: dict):
+  for name, (arch, row) in winners.items():
+    outcome.winners.setdefault(fold_index, {}).setdefault(name, []).append(
+        {"seed": seed, "architecture": str(arch), "kernels": list(arch.kernels),
+         "filters": list(arch.filters), "params": child_lib.count_params_for(arch, run.spec),
+         "flops": child_lib.count_flops(arch, run.spec),
+         "search_reward": row["search_reward"], "rescore_mean": row.get("mean"),
+         "rescore_std": row.get("std")})
 
 
 def _consider_export(outcome, name, arch, result, train_res, source):
@@ -468,39 +496,34 @@ def _consider_export(outcome, name, arch, result, train_res, source):
 
 
 def best_by_validation(results):
-  """The test training with the best validation score (ties: the lowest fold, then seed): the
-  model `models/<name>` exports when there is no final search. Never chosen by test data."""
-  key = lambda r: (-(r["val_score"] if r.get("val_score") is not None else -np.inf), r["fold"],
-                   r["seed"])
+  """The test training with the best validation score (ties: the lowest fold, search seed, then
+  training seed): the model `models/<name>` exports when there is no final search. Never chosen
+  by test data."""
+  key = lambda r: (-(r["val_score"] if r.get("val_score") is not None else -np.inf),
+                   result_order(r))
   return min(results, key=key) if results else None
 
 
 def run_nested(run: Run, folds_to_run=None, store_factory=None, export=None) -> Outcome:
   """The nested protocol over the outer folds `folds_to_run` (default all)."""
-  config = run.config
   outcome = Outcome(export=export)
-  seeds = _seeds(config)
+  seeds = _seeds(run.config)
   rescore_ledger = RescoreLedger(run.workdir, run.writer or run.fold_local)
   tests = TestLedger(run.workdir, run.writer or run.fold_local)
-  sp = space_lib.SearchSpace.from_config(config.space)
+  vgg19 = space_lib.SearchSpace.from_config(run.config.space).vgg19
   indices = range(len(run.folds)) if folds_to_run is None else folds_to_run
   for i in indices:
     fold = run.folds[i]
     t0 = time.time()
     logging.info("== outer fold %d/%d%s: %d test images", i + 1, len(run.folds),
                  f" (held out: {fold['group']})" if fold.get("group") else "", len(fold["test"]))
+    done = {}
+    _test_model(run, tests, fold, i, VGG19_NAME, vgg19, None, outcome, done)
     for seed in seeds:
       winners = _search_winners(run, fold, i, seed, rescore_ledger, outcome, store_factory)
-      for name, (arch, row) in winners.items():
-        outcome.winners.setdefault(i, {}).setdefault(name, []).append(
-            {"seed": seed, "architecture": str(arch), "kernels": list(arch.kernels),
-             "filters": list(arch.filters), "params": child_lib.count_params_for(arch, run.spec),
-             "flops": child_lib.count_flops(arch, run.spec),
-             "search_reward": row["search_reward"], "rescore_mean": row.get("mean"),
-             "rescore_std": row.get("std")})
-      models = {VGG19_NAME: sp.vgg19}
-      models.update({name: arch for name, (arch, _) in winners.items()})
-      _test_all(run, tests, fold, i, seed, models, outcome)
+      _record_winners(run, outcome, i, seed, winners)
+      for name, (arch, _) in winners.items():
+        _test_model(run, tests, fold, i, name, arch, seed, outcome, done)
     logging.info("== outer fold %d done in %.0fs", i + 1, time.time() - t0)
   return outcome
 
@@ -513,32 +536,32 @@ def run_paper(run: Run, store_factory=None, export=None, test_folds=None) -> Out
   """
   config = run.config
   outcome = Outcome(export=export)
-  seeds = _seeds(config)
   f = int(config.search.fold)
   if not 0 <= f < len(run.folds):
     raise UserInputError(f"config.search.fold={f} is outside 0..{len(run.folds) - 1}")
   rescore_ledger = RescoreLedger(run.workdir, run.writer)
   tests = TestLedger(run.workdir, run.writer or test_folds is not None)
-  sp = space_lib.SearchSpace.from_config(config.space)
-  test_folds = range(len(run.folds)) if test_folds is None else test_folds
-  for seed in seeds:
-    winners = _search_winners(run, run.folds[f], f, seed, rescore_ledger, outcome, store_factory)
-    for name, (arch, row) in winners.items():
-      outcome.winners.setdefault(f, {}).setdefault(name, []).append(
-          {"seed": seed, "architecture": str(arch), "kernels": list(arch.kernels),
-           "filters": list(arch.filters), "params": child_lib.count_params_for(arch, run.spec),
-           "flops": child_lib.count_flops(arch, run.spec),
-           "search_reward": row["search_reward"], "rescore_mean": row.get("mean"),
-           "rescore_std": row.get("std")})
-    models = {VGG19_NAME: sp.vgg19}
-    models.update({name: arch for name, (arch, _) in winners.items()})
-    for k in test_folds:
-      _test_all(run, tests, run.folds[k], k, seed, models, outcome)
+  vgg19 = space_lib.SearchSpace.from_config(config.space).vgg19
+  winners = {}
+  for seed in _seeds(config):
+    winners[seed] = _search_winners(run, run.folds[f], f, seed, rescore_ledger, outcome,
+                                    store_factory)
+    _record_winners(run, outcome, f, seed, winners[seed])
+  for k in (range(len(run.folds)) if test_folds is None else test_folds):
+    done = {}
+    _test_model(run, tests, run.folds[k], k, VGG19_NAME, vgg19, None, outcome, done)
+    for seed, chosen in winners.items():
+      for name, (arch, _) in chosen.items():
+        _test_model(run, tests, run.folds[k], k, name, arch, seed, outcome, done)
   return outcome
 
 
 def run_final_search(run: Run, outcome: Outcome, export) -> dict:
-  """One search per strategy on all subjects (first seed); exports its winners (no test part)."""
+  """One search per strategy on all subjects (first seed); exports its winners (no test part).
+
+  Each exported model is the first training seed's training on all subjects' train part (its
+  validation part keeps the weights and sets the threshold).
+  """
   seed = _seeds(run.config)[0]
   fold = run.final_fold
   ledger = RescoreLedger(run.workdir, run.writer)
@@ -549,7 +572,9 @@ def run_final_search(run: Run, outcome: Outcome, export) -> dict:
   models = {VGG19_NAME: sp.vgg19}
   models.update({name: arch for name, (arch, _) in winners.items()})
   for name, arch in models.items():
-    result, train_res = final_training(run, fold, rng_lib.FINAL_FOLD, seed, arch, test=False)
+    result, train_res = final_training(run, fold, rng_lib.FINAL_FOLD, arch, training_seed=0,
+                                       search_seed=None if name == VGG19_NAME else seed,
+                                       test=False)
     export(name, arch, result, train_res, "final_search")
     row = winners.get(name, (arch, {}))[1]
     out[name] = {"architecture": str(arch), "seed": seed, "search_reward": row.get("search_reward"),
@@ -559,10 +584,12 @@ def run_final_search(run: Run, outcome: Outcome, export) -> dict:
   return out
 
 
-def retrain_for_export(run: Run, name: str, fold_index: int, seed: int, arch):
+def retrain_for_export(run: Run, result: dict, arch):
   """Re-runs a finished test training (same key: same weights) to export its model."""
-  fold = run.folds[fold_index]
-  return final_training(run, fold, fold_index, seed, arch)
+  fold = run.folds[result["fold"]]
+  return final_training(run, fold, result["fold"], arch,
+                        training_seed=result.get("training_seed", 0),
+                        search_seed=result.get("seed"))
 
 
 # ------------------------------------------------------------------------------ inference speed

@@ -46,7 +46,10 @@ HARMLESS_FIELDS = ("variant", "log_every_s", "compile_cache_dir", "data.cache_di
                    "eval.final_search")
 PROTOCOLS = ("nested", "paper")
 OUTER_GROUPS = ("subject", "device", "site")
-FORMAT = 2  # Workdir layout version, in config.json's sibling run.json; 1 = before nested CV.
+# Workdir layout version, in config.json's sibling run.json: 1 = before nested CV; 2 = search keys
+# shared by outer folds, one test training per model; 3 = independent searches per outer fold,
+# test trainings per training seed.
+FORMAT = 3
 
 
 class _QuietOrbax(logging.Filter):
@@ -91,8 +94,8 @@ def check_resume(config, workdir) -> None:
   if fmt != FORMAT:
     raise UserInputError(
         f"{workdir} holds a run of an earlier nasrl_jax layout (format {fmt}, this version "
-        f"writes {FORMAT}: nested protocol, per-search folders); it cannot be resumed. Use a new "
-        "--workdir (the old results stay readable where they are).")
+        f"writes {FORMAT}: independent searches per outer fold, several test trainings); it "
+        "cannot be resumed. Use a new --workdir (the old results stay readable where they are).")
   old = _flatten(io_utils.read_json(path))
   new = _flatten(json.loads(config.to_json()))
   diff = sorted(k for k in set(old) | set(new)
@@ -123,6 +126,9 @@ def validate_config(config) -> None:
     raise UserInputError(str(e)) from None
   evaluate._strategies(config)  # pylint: disable=protected-access
   evaluate._seeds(config)  # pylint: disable=protected-access
+  evaluate.test_seeds(config)
+  from nasrl_jax.report import primary as primary_lib  # pylint: disable=g-import-not-at-top
+  primary_lib.parse(config.eval.primary, strategies_lib.model_names())
   from nasrl_jax import reinforce  # pylint: disable=g-import-not-at-top
   reinforce.check_reward_config(config.controller)
   for name, v, lo in (("search.reward_splits", se.reward_splits, 1),
@@ -159,7 +165,50 @@ def versions() -> dict:
     except metadata.PackageNotFoundError:
       out[name] = None
   out["nasrl_jax"] = __import__("nasrl_jax").__version__
+  out["git_commit"] = git_commit()
   return out
+
+
+def git_commit():
+  """The commit of the code that runs ("<sha>" or "<sha>-dirty"), or None outside a git checkout."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    sha = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True,
+                         timeout=10, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return f"{sha}-dirty" if dirty else sha or None
+
+
+def cohort(config) -> dict:
+  """Which cohort the run evaluates and whether recipes were tuned on it (synthetic data only:
+  `tuned_on_it` is null for a user's own images, whose tuning history the run cannot know)."""
+  d = config.data
+  if d.source != "synthetic":
+    return {"source": d.source, "seed": None, "tuned_on_it": None}
+  seed = int(d.synthetic.seed)
+  return {"source": "synthetic", "seed": seed,
+          "tuned_on_it": seed in tuple(int(s) for s in d.synthetic.tuning_cohorts),
+          "tuning_cohorts": [int(s) for s in d.synthetic.tuning_cohorts]}
+
+
+def flow(dataset, folds) -> list:
+  """Subjects and images (and fatty images) of every outer fold's parts: the STARD flow counts."""
+  sid = np.asarray(dataset.subject_id).astype(str)
+  fatty = np.asarray(dataset.label) > 0
+  rows = []
+  for i, fold in enumerate(folds):
+    row = {"fold": i, "group": fold.get("group", ""),
+           "excluded": int(np.asarray(fold.get("excluded", ())).size)}
+    for part in ("train", "val", "test"):
+      idx = np.asarray(fold[part], np.int64)
+      row[part] = {"images": int(idx.size), "subjects": int(np.unique(sid[idx]).size),
+                   "fatty_images": int(fatty[idx].sum())}
+    rows.append(row)
+  return rows
 
 
 class _Stage:
@@ -238,7 +287,8 @@ def _exporter(run):
     meta = export_lib.metadata(
         arch, run.spec, run.config.data, name=name, threshold=result["val_threshold"],
         threshold_source="Youden's J on the validation part of the training that made it",
-        fold=result["fold"], seed=result["seed"], source=source, val_score=result["val_score"],
+        fold=result["fold"], seed=result["seed"], training_seed=result.get("training_seed"),
+        source=source, val_score=result["val_score"],
         reward_metric=run.config.controller.reward_metric, protocol=run.config.eval.protocol)
     # Only the writer exports, often while its peers train other outer folds: a collective
     # Orbax save would wait for them (and time out); a process-local one does not.
@@ -293,14 +343,30 @@ def _ensure_exports(run, outcome):
     folder = os.path.join(run.workdir, "models", name)
     try:
       meta = ckpt_lib.load_meta(folder)
-      ok = (meta.get("fold"), meta.get("seed"), meta.get("architecture", {}).get("string")) == (
-          best["fold"], best["seed"], best["architecture"])
+      ok = (meta.get("fold"), meta.get("training_seed"),
+            meta.get("architecture", {}).get("string")) == (
+                best["fold"], best["training_seed"], best["architecture"])
     except Exception:  # pylint: disable=broad-except  (missing or unreadable: export again)
       ok = False
     if not ok:
       arch = space_lib.Architecture.from_string(best["architecture"])
-      result, train_res = evaluate.retrain_for_export(run, name, best["fold"], best["seed"], arch)
+      result, train_res = evaluate.retrain_for_export(run, best, arch)
       export(name, arch, result, train_res, "best_validation_outer_fold")
+
+
+def _ensure_onnx(run, names) -> None:
+  """`model.onnx` (checked against JAX at export), `predict_onnx.py` and its test vectors beside
+  every exported model; skipped where the folder already holds the recorded file (a resume)."""
+  from nasrl_jax import onnx_export  # pylint: disable=g-import-not-at-top  (onnx only here)
+  for name in names:
+    folder = os.path.join(run.workdir, "models", name)
+    model = export_lib.load(folder)
+    try:
+      onnx_export.check_file(model)
+    except UserInputError:
+      record = onnx_export.export_onnx(model)
+      logging.info("ONNX export of %s: opset %d, max |ONNX - JAX| %.1e", name, record["opset"],
+                   record.get("max_abs_diff_vs_jax", float("nan")))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> dict:
@@ -349,6 +415,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> d
   results = {}
   if r.writer:
     _ensure_exports(r, outcome)
+    with _Stage("ONNX export"):
+      _ensure_onnx(r, _model_order(outcome.models))
     models = []
     with _Stage("inference speed"):
       for name in _model_order(outcome.models):
@@ -358,6 +426,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, command: str = "") -> d
     with _Stage("report"):
       from nasrl_jax import report as report_lib  # pylint: disable=g-import-not-at-top
       paths = report_lib.write_report(results, r.workdir)
+      from nasrl_jax import model_card  # pylint: disable=g-import-not-at-top
+      model_card.write_all(r.workdir, io_utils.read_json(paths["report_json"]))
     logging.info("report: %s", paths.get("report_md"))
   # The other processes wait for the report: JAX's shutdown barrier gives a finished process
   # only minutes to be joined by its peers.
@@ -376,7 +446,7 @@ def _model_entry(r, outcome, name) -> dict:
   arch = space_lib.Architecture.from_json(meta["architecture"])
   speed = evaluate.inference_speed(arch, r.spec, None, iters=r.config.eval.fps_iters,
                                    throughput_batch=r.config.eval.throughput_batch)
-  folds = sorted(outcome.models[name], key=lambda x: (x["fold"], x["seed"]))
+  folds = sorted(outcome.models[name], key=evaluate.result_order)
   return {"name": name, "architecture": str(arch), "kernels": list(arch.kernels),
           "filters": list(arch.filters), "blocks": list(arch.blocks),
           "params": child_lib.count_params_for(arch, r.spec),
@@ -384,7 +454,7 @@ def _model_entry(r, outcome, name) -> dict:
           "latency_ms_median": speed["latency_ms_median"], "throughput": speed["throughput"],
           "throughput_batch": speed["throughput_batch"],
           "exported": {"fold": meta.get("fold"), "seed": meta.get("seed"),
-                       "source": meta.get("source")},
+                       "training_seed": meta.get("training_seed"), "source": meta.get("source")},
           "folds": folds}
 
 
@@ -392,7 +462,7 @@ def _results(r, outcome, models, command, wall) -> dict:
   config, dataset = r.config, r.dataset
   strategies = {}
   for strategy, runs in outcome.searches.items():
-    strategies[strategy] = {"model": strategies_lib.MODEL_NAMES[strategy],
+    strategies[strategy] = {"model": strategies_lib.model_name(strategy),
                             "runs": sorted(runs, key=lambda x: (x["fold"], x["seed"]))}
   snap = compiles.LOG.snapshot()
   snap["distinct_architectures"] = len(set(train_lib.PROGRAMS.archs.values()))
@@ -409,7 +479,9 @@ def _results(r, outcome, models, command, wall) -> dict:
                        "winners": outcome.winners[i]})
   data = dict(dataset.summary(), outer_groups=config.eval.outer_groups, outer_folds=len(r.folds),
               reward_splits=int(config.search.reward_splits), inner_parts=len(r.folds[0]["inner"]),
-              padded_sizes={"train": r.sizes.num_train, "eval": r.sizes.num_eval})
+              padded_sizes={"train": r.sizes.num_train, "eval": r.sizes.num_eval},
+              cap_cutoff=float(config.data.cap_cutoff),
+              grade_cutoffs=[float(c) for c in config.data.grade_cutoffs])
   if config.eval.protocol == "paper":
     data["search_fold"] = int(config.search.fold)
   grade = config.data.label_mode == "grade"
@@ -421,6 +493,9 @@ def _results(r, outcome, models, command, wall) -> dict:
       "class_names": ["S0", "S1", "S2", "S3"][:config.model.num_classes] if grade else
                      ["S0", "S1-S3"],
       "seeds": [int(s) for s in config.search.seeds], "data": data,
+      "test_seeds": int(config.eval.test_seeds), "primary_spec": list(config.eval.primary),
+      "bootstrap_seed": rng_lib.bootstrap_seed(r.root), "cohort": cohort(config),
+      "flow": flow(dataset, r.folds),
       "models": models,
       "outer_folds": outer_rows if config.eval.protocol == "nested" else [],
       "rescore": outcome.rescore,

@@ -4,18 +4,24 @@ One root key per run, `jax.random.key(config.seed)`. Every stream is `fold_in`ed
 (kind, search seed, strategy or outer fold, inner split, replica, purpose), the names below, so no
 two streams share a key and none is a hand-picked salt:
 
-  search streams    (seed, strategy)                  -> controller / population init, and the
-                                                          ask keys `fold_in(., step)`. They do not
-                                                          depend on the outer fold, so the first
-                                                          controller step and random search's
-                                                          samples recur in every outer fold and
-                                                          share compiled executables.
-  training streams  (seed, outer fold, split, replica) -> one training run; its purposes (init,
-                                                          epoch order, dropout, augmentation,
-                                                          padding, balancing copies) are
-                                                          `fold_in(., Purpose.X)`.
+  search streams    (seed, strategy, outer fold)      -> controller / population init, and the
+                                                          ask keys `fold_in(., step)`. Every outer
+                                                          fold (and the final search) has its own,
+                                                          so the searches of different folds are
+                                                          independent replicates; architectures
+                                                          that recur still share compiled programs.
+  search trainings  (seed, outer fold, split, replica) -> a child's reward split (replica 0) or a
+                                                          re-scoring seed (replica 1..q).
+  test trainings    (outer fold, training seed)       -> a chosen model's training on the fold's
+                                                          train part; independent of the search
+                                                          seed (`training_key`): training noise and
+                                                          search noise can be told apart; never a
+                                                          search training's stream.
   fold streams      (purpose FOLDS)                    -> the outer/inner fold assignment.
   bootstrap stream  (purpose BOOTSTRAP)                -> the report's resampling.
+
+A training run's purposes (init, epoch order, dropout, augmentation, padding, balancing copies)
+are `fold_in(., Purpose.X)` of its key.
 
 Host-side generators (numpy initialisation, padding and balancing choices, scikit-learn's fold
 shuffles) are seeded from a stream's key data, so they follow the same derivation.
@@ -41,19 +47,15 @@ class Purpose(enum.IntEnum):
   BOOTSTRAP = 10  # The report's subject bootstrap.
   STRATEGY_INIT = 11
   ASK = 12
+  TEST_TRAIN = 13  # A test training (outer fold, training seed): `training_key`.
 
-
-# Strategy names -> integers folded into their search streams. Append only: changing a number
-# changes every sample of that strategy.
-STRATEGY_IDS = {"reinforce": 1, "random": 2, "evolution": 3}
 
 # Outer fold index of the optional final search on all subjects (no test part).
 FINAL_FOLD = -1
 
-# Replica numbers of a training run: the search's children train as replica 0; re-scoring uses
-# 1..rescore_seeds; the final (test) training of a chosen model uses FINAL_REPLICA.
+# Replica numbers of a search training: the search's children train as replica 0; re-scoring
+# uses 1..rescore_seeds. Test trainings have streams of their own (`training_key`).
 SEARCH_REPLICA = 0
-FINAL_REPLICA = 1000
 
 
 def root_key(seed: int) -> jax.Array:
@@ -67,9 +69,11 @@ def _fold(key, *values) -> jax.Array:
   return key
 
 
-def search_key(root, seed: int, strategy: str) -> jax.Array:
-  """A strategy's stream for search seed `seed` (independent of the outer fold)."""
-  return _fold(root, Purpose.SEARCH, seed, STRATEGY_IDS[strategy])
+def search_key(root, seed: int, stream_id: int, outer: int) -> jax.Array:
+  """The stream of one search: search seed, the strategy's stream id (`strategies.entry(name)
+  .stream_id`: append-only) and outer fold (FINAL_FOLD for the final search on all subjects).
+  Searches of different outer folds never share samples by construction."""
+  return _fold(root, Purpose.SEARCH, seed, stream_id, outer)
 
 
 def strategy_init_key(search: jax.Array) -> jax.Array:
@@ -82,9 +86,16 @@ def ask_key(search: jax.Array, step: int) -> jax.Array:
 
 
 def train_key(root, *, seed: int, outer: int, split: int, replica: int) -> jax.Array:
-  """One training run: search seed, outer fold (FINAL_FOLD for the final search), inner split or
-  CV fold, and replica (SEARCH_REPLICA, a re-scoring seed, or FINAL_REPLICA)."""
+  """One search training: search seed, outer fold (FINAL_FOLD for the final search), inner split,
+  and replica (SEARCH_REPLICA or a re-scoring seed)."""
   return _fold(root, Purpose.TRAIN, seed, outer, split, replica)
+
+
+def training_key(root, *, outer: int, training_seed: int) -> jax.Array:
+  """One test training of a chosen model: outer fold (FINAL_FOLD for the final search's models)
+  and training seed. It does not depend on the search seed: two search seeds that chose the same
+  architecture get the same trainings (duplicates, not replicates)."""
+  return _fold(root, Purpose.TEST_TRAIN, outer, training_seed)
 
 
 def purpose(key: jax.Array, p: Purpose) -> jax.Array:
@@ -108,4 +119,5 @@ def folds_seed(root) -> int:
 
 
 def bootstrap_seed(root) -> int:
+  """The integer seed of the report's bootstrap (from the run's root key)."""
   return host_seed(jax.random.fold_in(root, int(Purpose.BOOTSTRAP)))

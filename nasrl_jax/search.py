@@ -14,7 +14,7 @@ strategy-state checkpoints (Orbax, after every step), TensorBoard logs, the prog
 failure accounting.
 
 Resume: sampling keys are `rng.ask_key(search key, step)` with the search key from (seed,
-strategy), so a resumed search samples exactly what an uninterrupted one would: the ledger restores
+strategy, outer fold), so a resumed search samples exactly what an uninterrupted one would: the ledger restores
 the strategy state of the latest good checkpoint, reuses the history lines of children already
 evaluated (also those of the interrupted step) and redoes the interrupted step.
 """
@@ -138,6 +138,9 @@ class SearchResult:
     return {
         "fold": self.outer_fold, "seed": self.seed, "children": len(recs),
         "distinct": len({r.architecture for r in recs}),
+        # Every distinct architecture this search trained or met: the report counts the
+        # distinct architectures of a strategy over the whole run from these.
+        "architectures": sorted({str(r.architecture) for r in recs}),
         "memo_hits": sum(r.status == MEMO for r in recs),
         "failed": sum(r.status == FAILED for r in recs),
         "does_not_fit": sum(r.status == DOES_NOT_FIT for r in recs),
@@ -224,11 +227,11 @@ class Progress:
 
 def _merged_order(row):
   """The order an uninterrupted run appends children in: outer fold (the final search last),
-  seed, strategy (in `strategies.NAMES` order), child index."""
+  seed, strategy (in the strategy registry's order), child index."""
   fold = row.get("outer_fold", 0)
   name = row.get("strategy", "")
-  rank = strategies_lib.NAMES.index(name) if name in strategies_lib.NAMES else len(
-      strategies_lib.NAMES)
+  names = strategies_lib.names()
+  rank = names.index(name) if name in names else len(names)
   return (fold < 0, fold, row.get("seed", 0), rank, row.get("index", 0))
 
 
@@ -491,9 +494,10 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
     evaluator: list[Architecture] -> list[float | ChildResult].
     workdir: this search's folder (history.jsonl, steps.jsonl, strategy checkpoints, tb/).
     strategy: reinforce | random | evolution (default config.search.strategy).
-    seed: the search seed (default the first of config.search.seeds); with config.seed it fixes
-      the sampling keys, which do not depend on the outer fold.
-    outer_fold: recorded in every history line; part of the memo context.
+    seed: the search seed (default the first of config.search.seeds); with config.seed and the
+      outer fold it fixes the sampling keys (`rng.search_key`).
+    outer_fold: part of the search key (every outer fold searches independently); recorded in
+      every history line; part of the memo context.
     memo: a run-wide Memo shared by searches on the same splits (default: this search's own).
     memo_context: what the memo is keyed by besides the architecture (default (fold, seed)).
     on_record: callback(ChildRecord) after each child's line (the run's merged ledger).
@@ -508,15 +512,16 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
     SearchResult with the history of every child.
   """
   name = strategy or config.search.strategy
-  if name not in strategies_lib.NAMES:
+  if name not in strategies_lib.names():
     raise UserInputError(f"config.search.strategy={name!r}: use one of "
-                         f"{', '.join(strategies_lib.NAMES)}")
+                         f"{', '.join(strategies_lib.names())}")
   if int(config.search.children_per_step) < 1 or int(config.search.num_steps) < 1:
     raise UserInputError("config.search.children_per_step and num_steps must be >= 1")
   seed = int(config.search.seeds[0] if seed is None else seed)
   space = space_lib.SearchSpace.from_config(config.space)
   init, ask, tell = strategies_lib.jitted(name, config, space)
-  key = rng_lib.search_key(rng_lib.root_key(config.seed), seed, name)
+  key = rng_lib.search_key(rng_lib.root_key(config.seed), seed,
+                           strategies_lib.entry(name).stream_id, outer_fold)
   ledger = Ledger(config, workdir, name, seed, outer_fold, memo=memo, memo_context=memo_context,
                   write=jax.process_index() == 0 if write is None else write,
                   on_record=on_record, on_child=on_child, process_local=process_local)

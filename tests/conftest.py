@@ -46,6 +46,17 @@ def session_compile_cache(tmp_path_factory):
   return str(path)
 
 
+@pytest.fixture(scope="session")
+def tiny_data_cache(tmp_path_factory):
+  """A simulator cache folder shared by the session's workers (renders are written atomically)."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent
+  path = root / "data_cache"
+  path.mkdir(exist_ok=True)
+  return str(path)
+
+
 @pytest.fixture
 def config_factory():
   return load_config

@@ -41,12 +41,17 @@ def _softmax(z):
   return e / e.sum(axis=-1, keepdims=True)
 
 
+# CAP (dB/m) ranges per grade S0..S3 (the paper's cut-offs 238 / 260 / 290).
+CAP_RANGES = ((180.0, 237.0), (238.0, 259.0), (260.0, 289.0), (290.0, 350.0))
+
+
 def _cohort(rng, subjects, images, label_mode):
   per_subject = np.ones(subjects, np.int64)
   per_subject[rng.choice(subjects, images - subjects, replace=False)] += 1
   grade = rng.choice(4, size=subjects, p=GRADE_SHARE)
   return {"id": np.array([f"P{i:03d}" for i in range(subjects)]),
           "images": per_subject,
+          "cap": np.array([rng.uniform(*CAP_RANGES[g]) for g in grade]),
           "label": grade if label_mode == "grade" else (grade > 0).astype(np.int64),
           "machine": rng.integers(0, len(MACHINES), subjects),
           "latent": rng.normal(size=subjects)}
@@ -64,7 +69,7 @@ def _outer_folds(rng, cohort, outer_groups, k):
 
 def _predict(rng, cohort, members, skill, num_classes):
   """Softmax outputs per image of `members` (subject indices) for a model of the given skill."""
-  sid, label, prob = [], [], []
+  sid, label, prob, cap = [], [], [], []
   for i in members:
     for _ in range(cohort["images"][i]):
       y = int(cohort["label"][i])
@@ -76,7 +81,8 @@ def _predict(rng, cohort, members, skill, num_classes):
       sid.append(str(cohort["id"][i]))
       label.append(y)
       prob.append([round(float(v), 6) for v in _softmax(z)])
-  return {"subject_id": sid, "label": label, "prob": prob}
+      cap.append(round(float(cohort["cap"][i]), 1))
+  return {"subject_id": sid, "label": label, "prob": prob, "cap": cap}
 
 
 def _random_arch(rng, base=None):
@@ -119,7 +125,7 @@ def _search_run(rng, fold, seed, children=16, steps=4):
 def make_results(*, protocol="nested", label_mode="binary", outer_groups="subject",
                  outer_folds=10, seeds=(0, 1, 2), models=("NASRL", "VGG19", "RandomSearch",
                                                           "Evolution"),
-                 skill=None, subjects=242, images=310, seed=0):
+                 skill=None, subjects=242, images=310, seed=0, test_seeds=2):
   """The results dict of a finished run (schema of docs/notes_report.md).
 
   Args:
@@ -128,6 +134,7 @@ def make_results(*, protocol="nested", label_mode="binary", outer_groups="subjec
     outer_groups: "subject" (label-stratified folds) or "device" (leave one machine out: 3 folds).
     outer_folds: k for subject folds.
     seeds: search seeds.
+    test_seeds: test trainings per chosen model, fold and search seed (VGG19: per fold).
     models: model names; VGG19 is not searched, the others are strategies' winners.
     skill: {name: separation} overriding SKILL (0 = a model that learned nothing).
     subjects, images: cohort size (images >= subjects).
@@ -170,17 +177,19 @@ def make_results(*, protocol="nested", label_mode="binary", outer_groups="subjec
       members = np.flatnonzero(fold_of == f)
       n_test = int(cohort["images"][members].sum())
       rest = images - n_test
-      for s in seeds:
+      for s in ([None] if m == "VGG19" else seeds):
         searched_on = f if protocol == "nested" else search_fold
         arch = _vgg19() if m == "VGG19" else winner[m, searched_on, s]
-        folds.append({
-            "fold": f, "seed": s, "group": groups[f], "architecture": arch["architecture"],
-            "params": arch["params"], "flops": arch["flops"],
-            "test": _predict(rng, cohort, members, skill[m], num_classes),
-            "n_train": int(round(rest * 8 / 9)), "n_val": rest - int(round(rest * 8 / 9)),
-            "n_test": n_test, "val_threshold": float(rng.uniform(0.35, 0.65)),
-            "best_epoch": int(rng.integers(3, 30)), "best_val_loss": float(rng.uniform(0.4, 0.7)),
-            "train_seconds": 12.5})
+        for t in range(test_seeds):
+          folds.append({
+              "fold": f, "seed": s, "training_seed": t, "group": groups[f],
+              "architecture": arch["architecture"],
+              "params": arch["params"], "flops": arch["flops"],
+              "test": _predict(rng, cohort, members, skill[m], num_classes),
+              "n_train": int(round(rest * 8 / 9)), "n_val": rest - int(round(rest * 8 / 9)),
+              "n_test": n_test, "val_threshold": float(rng.uniform(0.35, 0.65)),
+              "best_epoch": int(rng.integers(3, 30)), "best_val_loss": float(rng.uniform(0.4, 0.7)),
+              "val_score": float(rng.uniform(-0.7, -0.4)), "train_seconds": 12.5})
     exported = _vgg19() if m == "VGG19" else winner[m, search_folds[0] if protocol == "paper"
                                                     else 0, seeds[0]]
     model_entries.append({
@@ -188,7 +197,7 @@ def make_results(*, protocol="nested", label_mode="binary", outer_groups="subjec
         "filters": exported["filters"], "blocks": list(BLOCKS), "params": exported["params"],
         "flops": exported["flops"], "fps": 41.0 if m != "VGG19" else 38.0,
         "latency_ms_median": 24.0, "throughput": 900.0, "throughput_batch": 64,
-        "exported": {"fold": 0, "seed": seeds[0],
+        "exported": {"fold": 0, "seed": None if m == "VGG19" else seeds[0], "training_seed": 0,
                      "source": "search_fold" if protocol == "paper"
                      else "best_validation_outer_fold"},
         "folds": folds})
@@ -218,7 +227,10 @@ def make_results(*, protocol="nested", label_mode="binary", outer_groups="subjec
   return {
       "command": COMMAND, "config_variant": "quick", "date": "2026-12-02T10:00:00Z",
       "device": "cpu (2 cores)", "protocol": protocol, "label_mode": label_mode,
-      "class_names": class_names, "seeds": list(seeds), "data": data, "models": model_entries,
+      "class_names": class_names, "seeds": list(seeds), "test_seeds": test_seeds, "data": data,
+      "models": model_entries, "bootstrap_seed": 12345,
+      "cohort": {"source": "synthetic", "seed": 0, "tuned_on_it": False, "tuning_cohorts": [1]},
+      "primary_spec": ["NASRL vs VGG19", "NASRL vs RandomSearch", "subject.auroc"],
       "outer_folds": outer, "rescore": rescore,
       "search": {"reward_metric": "val_accuracy", "reward_transform": "none", "reward_splits": 3,
                  "children_per_search": 16, "rescore_top_k": 5, "rescore_seeds": 3,
@@ -228,5 +240,5 @@ def make_results(*, protocol="nested", label_mode="binary", outer_groups="subjec
                   "compile_share": 0.30, "devices": 1, "processes": 1},
       "compile": {"compiles": 60, "cache_hits": 240, "distinct_architectures": 45,
                   "distinct_programs": 62},
-      "versions": dict(VERSIONS),
+      "versions": dict(VERSIONS, git_commit="0123abc"),
   }

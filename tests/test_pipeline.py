@@ -38,18 +38,23 @@ def _strip(obj):
 
 def test_outputs_follow_the_contract(tiny_run):
   w = tiny_run.workdir
-  for f in ("report.md", "report.json", "table1.csv", "folds.json", "config.json",
-            "search/history.jsonl", "search/rescore/outer0.jsonl"):
+  for f in ("report.md", "report.html", "report.json", "table1.csv", "folds.json", "config.json",
+            "search/history.jsonl", "search/rescore/outer0.jsonl", "plots/calibration.png",
+            "plots/decision_curve.png"):
     assert (w / f).exists(), f
   rep = _report(w)
   assert rep["protocol"] == "nested"
   assert {m["name"] for m in rep["models"]} == MODELS
+  n = tiny_run.config.eval.test_seeds
   for m in rep["models"]:
-    assert (w / "models" / m["name"]).is_dir()
+    for f in ("model.onnx", "model_card.md", "predict_onnx.py"):
+      assert (w / "models" / m["name"] / f).is_file(), (m["name"], f)
     for k in ("accuracy", "sensitivity", "specificity", "auroc"):
-      lo, hi = m[k]["ci95"]
-      assert lo <= m[k]["mean"] <= hi
-    assert len(m["folds"]) == 2  # 2 outer folds x 1 seed.
+      assert m[k]["ci95"] is None or m[k]["ci95"][0] <= m[k]["mean"] <= m[k]["ci95"][1]
+      assert m[k]["ci95"] is not None or m[k]["reason"]
+    assert len(m["folds"]) == 2 * n  # 2 outer folds x 1 search seed x n training seeds.
+    assert sorted((f["fold"], f["training_seed"]) for f in m["folds"]) == [
+        (i, t) for i in range(2) for t in range(n)]
   assert len(rep["outer_folds"]) == 2
   for f in rep["outer_folds"]:
     assert set(f["winners"]) == MODELS - {"VGG19"}
@@ -57,9 +62,12 @@ def test_outputs_follow_the_contract(tiny_run):
                for w_ in ws)
   assert rep["rescore"] and all({"fold", "seed", "architecture", "search_reward", "mean", "std"}
                                 <= set(r) for rows in rep["rescore"].values() for r in rows)
-  assert {c["test"] for c in rep["comparisons"]} and all(
-      {"a", "b", "metric", "diff", "ci95", "p", "p_holm", "test"} <= set(c)
-      for c in rep["comparisons"])
+  assert rep["primary"]["comparisons"] and all(
+      {"a", "b", "metric", "diff", "ci95", "p", "p_holm", "test", "estimable", "reason"} <= set(c)
+      for c in rep["primary"]["comparisons"] + rep["comparisons"])
+  assert rep["cohort"] == {"source": "synthetic", "seed": 0, "tuned_on_it": False,
+                           "tuning_cohorts": [1]}
+  assert rep["versions"]["git_commit"] is None or len(rep["versions"]["git_commit"]) >= 40
   for k in ("python", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
     assert rep["versions"][k]
   rows = [json.loads(l) for l in (w / "search/history.jsonl").read_text().splitlines()]
@@ -72,6 +80,22 @@ def test_outputs_follow_the_contract(tiny_run):
   for s in ("reinforce", "random", "evolution"):
     assert (w / "search" / s / "seed0" / "outer1" / "history.jsonl").exists()
   assert "nested" in (w / "report.md").read_text()
+
+
+def test_searches_of_different_outer_folds_draw_different_architectures(tiny_run):
+  """Each (outer fold, strategy, seed) search has its own stream: same slots, other samples."""
+  rows = [json.loads(l) for l in (tiny_run.workdir / "search/history.jsonl").read_text()
+          .splitlines()]
+  for strategy in ("reinforce", "random", "evolution"):
+    by_fold = [[r["architecture"] for r in rows if r["strategy"] == strategy and
+                r["outer_fold"] == f] for f in (0, 1)]
+    assert len(by_fold[0]) == len(by_fold[1]) > 0
+    assert all(a != b for a, b in zip(*by_fold)), strategy
+  rep = _report(tiny_run.workdir)
+  cost = {r["strategy"]: r for r in rep["search_cost"]}
+  for strategy in ("reinforce", "random", "evolution"):
+    archs = {r["architecture"] for r in rows if r["strategy"] == strategy}
+    assert cost[strategy]["distinct_in_run"] == len(archs)
 
 
 def test_each_program_compiles_once(tiny_run):
@@ -126,7 +150,8 @@ def test_exported_model_reproduces_its_test_predictions(tiny_run):
     meta = model.metadata
     assert meta["source"] == "best_validation_outer_fold"
     fold_result = next(f for f in m["folds"] if f["fold"] == meta["fold"] and
-                       f["seed"] == meta["seed"])
+                       f["seed"] == meta["seed"] and
+                       f["training_seed"] == meta["training_seed"])
     test = folds[meta["fold"]]["test"]
     logits, _ = child.apply(model.graphdef, model.params, model.batch_stats, ds.images[test],
                             train=False)
@@ -171,6 +196,10 @@ def test_incompatible_resume_and_old_workdirs_are_refused(tiny_run, tmp_path):
   c.seed = 3
   c.train.epochs = 5
   with pytest.raises(UserInputError, match="seed.*train.epochs"):
+    pipeline.run(c, str(tiny_run.workdir))
+  c = tiny_run.config.copy_and_resolve_references()
+  c.eval.primary = ("NASRL vs Evolution", "subject.auroc")  # Not a harmless field.
+  with pytest.raises(UserInputError, match="eval.primary"):
     pipeline.run(c, str(tiny_run.workdir))
   old = tmp_path / "old"
   old.mkdir()
@@ -219,7 +248,8 @@ def test_final_search_exports_deployable_models_and_leaves_the_estimate(tiny_run
   for m in res["models"]:
     meta = export.load(w / "models" / m["name"]).metadata
     assert meta["source"] == "final_search" and meta["fold"] == -1
-  keep = lambda rep: _strip({k: rep[k] for k in ("models", "comparisons", "outer_folds")})
+  keep = lambda rep: _strip({k: rep[k] for k in ("models", "primary", "comparisons",
+                                                 "outer_folds")})
   before, after = keep(_report(tiny_run.workdir)), keep(_report(w))
   for m in before["models"] + after["models"]:
     for k in ("architecture", "kernels", "filters", "params", "flops", "exported"):

@@ -1,27 +1,28 @@
 """report.md and table1.csv: the report as a clinical researcher reads it.
 
-This module owns the wording and layout. It reads only the JSON-safe report object (what
+This module owns the wording and layout of the results; `markdown_search` holds the search
+sections and `text` the number formatting. It reads only the JSON-safe report object (what
 report.json holds: NaN already None), so report.md never says anything report.json does not. The
-order follows a reader's questions: what protocol (first, in plain words), did the models learn
-and do they differ (plain sentences), Table 1 in the paper's layout with every number as
-"mean +- std [95 % CI]" and the paper's published rows beside it, then the detail a reviewer
-checks: per subject, the validation operating point, per fold, per seed, per machine, grade mode,
-the comparisons table, the search fold (paper protocol), winners and their agreement, re-scoring,
-architectures, search cost, compute and the NAS checklist.
+order follows a reader's questions: what protocol and which cohort, did the models learn and does
+the pre-specified primary comparison show a difference (plain sentences), the data and its flow,
+Table 1 in the paper's layout, what the intervals cover, the clinical metrics at the validation
+threshold, calibration, degenerate trainings, then the detail a reviewer checks.
 """
 
 import csv
 import io
-import math
-import numbers
 
+from nasrl_jax.report import markdown_search
 from nasrl_jax.report import statistics
+from nasrl_jax.report.text import (ci_text, code, fmt, finite, flops_text, int_text,
+                                   not_estimable_notes, stat_text, table, value_ci)
 
 METRICS = ("accuracy", "sensitivity", "specificity", "auroc")
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity",
-                 "specificity": "Specificity", "auroc": "AUROC"}
-# Decimals of every metric shown (the paper's Table 1 uses 2).
-DIGITS = 2
+                 "specificity": "Specificity", "auroc": "AUROC",
+                 "balanced_accuracy": "Balanced accuracy", "ppv": "PPV", "npv": "NPV",
+                 "brier": "Brier"}
+CLINICAL_COLUMNS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv")
 
 # The paper's Table 1 (Lin et al.; 10-fold CV, 224x224, RTX 2080Ti, TensorFlow 2.11). Shown beside
 # ours for reference only, labelled as the paper's; AUROC and FLOPs were not reported.
@@ -37,92 +38,21 @@ TABLE1_COLUMNS = (
     ("Model", "Accuracy", "Sensitivity", "Specificity", "AUROC", "Parameters", "FLOPs", "FPS")
     + tuple(f"{m}_{s}" for m in METRICS
             for s in ("mean", "std", "ci_low", "ci_high", "std_over_seeds"))
-    + ("folds", "seeds"))
+    + ("folds", "seeds", "trainings", "ci_covers"))
 
 PLOT_CAPTIONS = {
     "search_rewards": "Search rewards per step (mean over outer folds and seeds; dots: children)",
-    "roc": "ROC of pooled out-of-fold predictions (legend: pooled AUROC with its subject-bootstrap "
-           "95 % CI)",
-    "confusion": "Confusion matrices summed over outer folds and seeds",
+    "roc": "ROC per outer fold (thin; each the mean of its test trainings) and their mean (thick)",
+    "calibration": "Reliability per outer fold (thin) and their mean (thick); diagonal = perfect",
+    "decision_curve": "Net benefit per outer fold (thin) and their mean (thick), with treat-all "
+                      "and treat-none",
+    "confusion": "Confusion matrices summed over outer folds and test trainings",
     "architectures": "Exported architectures",
     "winners": "Winners of every outer fold and seed",
 }
-STRATEGY_LABELS = {"reinforce": "REINFORCE controller", "random": "random search",
-                   "evolution": "regularized evolution"}
 
 
-# --------------------------------------------------------------------------- formatting
-
-
-def _finite(x):
-  return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def fmt(x, digits=DIGITS):
-  return f"{x:.{digits}f}" if _finite(x) else "n/a"
-
-
-def ci_text(ci, digits=DIGITS):
-  if not ci or not all(_finite(v) for v in ci):
-    return "[n/a]"
-  return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-
-
-def stat_text(stat, digits=DIGITS):
-  """{"mean", "std", "ci95", ...} -> "0.77 +- 0.07 [0.71, 0.82]" (+ the folds used, if not all)."""
-  if not stat or not _finite(stat.get("mean")):
-    return "n/a"
-  text = f"{stat['mean']:.{digits}f} +- {fmt(stat.get('std'), digits)} {ci_text(stat.get('ci95'))}"
-  if stat.get("n_nan"):
-    text += f" ({stat['n_folds']} of {stat['n_folds'] + stat['n_nan']} folds)"
-  return text
-
-
-def value_ci(v):
-  """{"value", "ci95"} -> "0.81 [0.75, 0.86]"."""
-  if not v or not _finite(v.get("value")):
-    return "n/a"
-  return f"{v['value']:.{DIGITS}f} {ci_text(v.get('ci95'))}"
-
-
-def int_text(x):
-  return f"{int(x):,}" if _finite(x) else "n/a"
-
-
-def flops_text(x):
-  if not _finite(x):
-    return "n/a"
-  for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-    if abs(x) >= scale:
-      return f"{x / scale:.2f} {unit}"
-  return f"{x:.0f}"
-
-
-def seconds_text(x):
-  return f"{x:,.0f}" if _finite(x) else "n/a"
-
-
-def share_text(x):
-  return f"{100 * x:.0f} %" if _finite(x) else "n/a"
-
-
-def table(header, rows):
-  lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-  for row in rows:
-    lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
-  return "\n".join(lines)
-
-
-def details(summary, body):
-  """A collapsed block (GitHub renders <details>): long tables a reviewer opens on demand."""
-  return ["<details><summary>" + summary + "</summary>", "", *body, "", "</details>", ""]
-
-
-def _code(text):
-  return f"`{text}`" if text else "n/a"
-
-
-# --------------------------------------------------------------------------- sections
+# --------------------------------------------------------------------------- header
 
 
 def protocol_section(report):
@@ -133,45 +63,67 @@ def protocol_section(report):
            "one machine out", "site": "by site, leaving one site out"}.get(groups, groups)
   search = report.get("search") or {}
   seeds = report.get("seeds") or []
+  n_train = report.get("test_seeds", "n")
   rescore = (f"re-scored its top {search.get('rescore_top_k', 'k')} children over "
              f"{search.get('rescore_seeds', 'several')} more seeds")
   if report["protocol"] == "nested":
     lines = [
         f"**Protocol: nested cross-validation** ({k} outer folds, split {split}; "
-        f"{len(seeds)} search seed(s): {', '.join(str(s) for s in seeds)}).",
+        f"{len(seeds)} search seed(s): {', '.join(str(s) for s in seeds)}; {n_train} training "
+        f"seeds per chosen model).",
         "",
-        f"For each outer fold, every search strategy ran on that fold's non-test subjects only "
-        f"(reward = mean over {data.get('reward_splits', 'r')} inner splits), {rescore}, and chose "
-        f"its winner there; the winner was then trained on the fold's train part and tested once "
-        f"on its test part. VGG19 went through the same outer folds. **Each outer fold's test "
+        f"For each outer fold, every search strategy ran on that fold's non-test subjects only, "
+        f"with its own random stream (the searches of different folds are independent; reward = "
+        f"mean over {data.get('reward_splits', 'r')} inner splits), {rescore}, and chose its "
+        f"winner there; the winner was then trained {n_train} times (training seeds independent "
+        f"of the search seed) on the fold's train part and tested on its test part. VGG19 went "
+        f"through the same outer folds, {n_train} trainings each. **Each outer fold's test "
         f"subjects were never seen by any search, re-scoring or selection; Table 1 estimates what "
         f"running this NAS procedure on a new cohort gives.**"]
   else:
     f = data.get("search_fold", "f")
     lines = [
         f"**Protocol: paper (OPTIMISTIC)** ({k}-fold cross-validation split {split}; one search "
-        f"per seed on fold {f}; {len(seeds)} seed(s)).",
+        f"per seed on fold {f}; {len(seeds)} seed(s); {n_train} training seeds per model).",
         "",
         f"Each strategy searched once per seed on fold {f}'s train and validation parts, "
         f"{rescore}, and its winner was then cross-validated on all {k} folds. **The search's "
-        f"subjects sit in {_minus_one(k)} of the {k} CV test folds** (every subject outside fold "
-        f"{f}'s test part was seen by the search), so Table 1 is optimistic for the searched "
-        f"models: their architecture was chosen on data that contains those test parts. VGG19 "
-        f"was fixed in "
-        f"advance and carries no such bias. The clean estimate for the searched models is fold "
-        f"{f}'s untouched test part, reported separately below with Wilson intervals; use "
+        f"subjects sit in {k - 1 if isinstance(k, int) else 'k-1'} of the {k} CV test folds**, "
+        f"so Table 1 is optimistic for the searched models. VGG19 was fixed in advance and "
+        f"carries no such bias. The clean estimate for the searched models is fold {f}'s "
+        f"untouched test part, reported separately below with Wilson intervals; use "
         f"`--config.eval.protocol=nested` for a result that can be published as an estimate."]
   boot = report.get("bootstrap") or {}
-  lines += ["", f"Every \"mean +- std [95 % CI]\": mean and sample std over outer folds (a fold's "
-            f"value is the mean over its seeds); the CI is a subject bootstrap "
-            f"({boot.get('resamples', 'n/a')} resamples, seed {boot.get('seed', 'n/a')}): "
-            f"subjects are resampled with replacement within each outer fold's test part, every "
-            f"image of a drawn subject coming along. Table 1 thresholds P(fatty) at 0.5."]
+  score = report.get("fold_score") or "the mean of its test trainings"
+  lines += ["", f"A fold's value of any metric is {score}. Every \"mean +- std [95 % CI]\": mean "
+            f"and sample std over outer folds; {interval_rule(report)} Bootstrap: {boot.get('resamples', 'n/a')} resamples, seed "
+            f"{boot.get('seed', 'n/a')} (from the run's root key). Table 1 thresholds P(fatty) at "
+            "0.5 (the paper's); the clinical metrics use each training's validation threshold."]
   return lines
 
 
-def _minus_one(k):
-  return k - 1 if isinstance(k, int) else "k-1"
+def interval_rule(report):
+  k = (report.get("data") or {}).get("outer_folds")
+  if isinstance(k, int) and k >= 5:
+    return ("the CI is the Nadeau-Bengio corrected t-interval of the per-fold values "
+            "(n_test / (n - n_test) correction): it covers test subjects, training seeds, each "
+            "fold's own search and the outer folds.")
+  return (f"with {k} outer folds no fold-level interval or test is estimable (it needs 5); the CI "
+          "is a bootstrap of test subjects and test trainings within each outer fold: it covers "
+          "those, not the variation between searches or folds.")
+
+
+def cohort_line(report):
+  c = report.get("cohort") or {}
+  if c.get("source") == "synthetic":
+    tuned = c.get("tuned_on_it")
+    use = ("**a tuning cohort: recipes and budgets were chosen on it, so these numbers are not an "
+           "independent evaluation**" if tuned else
+           f"the evaluation cohort (recipes and budgets were chosen on tuning cohort(s) "
+           f"{', '.join(str(s) for s in c.get('tuning_cohorts') or []) or 'n/a'} only)")
+    return f"Cohort: synthetic simulator seed {c.get('seed')}: {use}."
+  return (f"Cohort: your data ({c.get('source', 'n/a')}); whether any choice was tuned on it is "
+          "not recorded by the run.")
 
 
 def summary_section(report):
@@ -179,32 +131,39 @@ def summary_section(report):
   if report["protocol"] == "paper":
     lines += ["Protocol paper: the numbers below are optimistic for the searched models (see "
               "above); the search fold's untouched test part gives the clean estimate.", ""]
-  lines += [f"- {statistics.learned_sentence(m)}" for m in report["models"]]
-  one_class = [statistics.one_class_sentence(m) for m in report["models"]]
-  lines += [f"- {s}" for s in one_class if s]
-  comps = report.get("comparisons") or []
-  if comps:
-    lines += ["", "Comparisons (Holm-adjusted over the whole table; a difference is called "
-              f"significant only when its adjusted p < {statistics.ALPHA}):", ""]
-    lines += [f"- {c['sentence']}" for c in comps]
-  else:
-    lines += ["", "No comparison: NASRL and at least one other model are needed."]
+  level = (report.get("primary") or {}).get("level", "subject")
+  lines += [f"- {statistics.learned_sentence(m, level)}" for m in report["models"]]
+  lines += [f"- {s}" for s in (statistics.one_class_sentence(m) for m in report["models"]) if s]
+  p = report.get("primary") or {}
+  comps = p.get("comparisons") or []
+  pairs = ", ".join(f"{c['a']} vs {c['b']}" for c in comps) or "none"
+  lines += ["", f"**Primary endpoint** (pre-specified in `config.eval.primary`): "
+            f"{statistics.metric_label(p.get('level', 'subject'), p.get('metric', 'auroc'))}, "
+            f"{pairs}; Holm's adjustment over these {len(comps)} comparisons only, significant "
+            f"when the adjusted p < {statistics.ALPHA}:", ""]
+  lines += [f"- {c['sentence']}" for c in comps]
+  lines += ["", "Every other comparison (under Comparisons) is exploratory and supports no claim."]
   if report.get("label_mode") == "grade":
     lines += ["", "Grade mode: Table 1 and the comparisons use the binary view S0 vs S1-S3 "
               "(P(fatty) = 1 - P(S0)); the four-grade metrics follow in their own section."]
   return lines + [""]
 
 
-def data_section(data, class_names):
+# --------------------------------------------------------------------------- data
+
+
+def data_section(report):
+  data, names = report.get("data") or {}, report.get("class_names") or []
   shape = data.get("image_shape")
-  lines = [f"- Source: {data.get('name') or 'n/a'}; images: {data.get('images', 'n/a')}, "
+  lines = ["## Data", "", f"- {cohort_line(report)}",
+           f"- Source: {data.get('name') or 'n/a'}; images: {data.get('images', 'n/a')}, "
            f"subjects: {data.get('subjects', 'n/a')}, image shape: "
            f"{'x'.join(str(s) for s in shape) if shape else 'n/a'}"]
   labels = data.get("labels") or {}
   if labels:
-    names = {str(i): n for i, n in enumerate(class_names)}
+    named = {str(i): n for i, n in enumerate(names)}
     lines.append("- Images per label: " +
-                 ", ".join(f"{names.get(str(k), k)}: {v}" for k, v in labels.items()))
+                 ", ".join(f"{named.get(str(k), k)}: {v}" for k, v in labels.items()))
   devices = data.get("devices") or {}
   if devices:
     lines.append("- Images per machine: " +
@@ -212,7 +171,18 @@ def data_section(data, class_names):
   lines.append(f"- Outer folds: {data.get('outer_folds', 'n/a')} by "
                f"{data.get('outer_groups', 'subject')}; reward splits: "
                f"{data.get('reward_splits', 'n/a')}; inner parts: {data.get('inner_parts', 'n/a')}")
-  return lines
+  flow = report.get("flow") or []
+  if flow:
+    part = lambda r: f"{r['subjects']} / {r['images']} ({r['fatty_images']} fatty)"
+    lines += ["", "Flow (subjects / images per part; the search saw train and validation parts "
+              "only):", "",
+              table(["outer fold", "held out", "train", "validation", "test", "excluded images"],
+                    [[r["fold"], r.get("group") or "", part(r["train"]), part(r["val"]),
+                      part(r["test"]), r.get("excluded", 0)] for r in flow])]
+  return lines + [""]
+
+
+# --------------------------------------------------------------------------- results
 
 
 def table1_section(report):
@@ -220,19 +190,20 @@ def table1_section(report):
   k = (report.get("data") or {}).get("outer_folds") or models[0].get("n_folds")
   view = " (binary view S0 vs S1-S3)" if report.get("label_mode") == "grade" else ""
   lines = ["## Table 1: cross-validation, image level" + view, "",
-           f"mean +- std over {k} outer folds [95 % CI, subject bootstrap]. Rows marked "
-           f"*{PAPER_SOURCE}* are the paper's published numbers (224x224 images, TensorFlow), for "
-           f"reference only, not results of this run. Parameters, FLOPs and FPS (batch-1 inference "
-           f"on this run's device) are the exported model's"
-           + (" (one of the outer folds' winners: the metrics estimate the search procedure, whose "
-              "winners may differ between folds; see Winners)."
+           f"mean +- std over {k} outer folds [95 % CI; see \"What the intervals cover\"], "
+           f"threshold 0.5. Rows marked *{PAPER_SOURCE}* are the paper's published numbers "
+           f"(224x224 images, TensorFlow), for reference only. Parameters, FLOPs and FPS (batch-1 "
+           f"inference on this run's device) are the exported model's"
+           + (" (one training of one outer fold's winner: the metrics estimate the search "
+              "procedure, whose winners may differ between folds; see Winners)."
               if report["protocol"] == "nested" else ".")
-           + (" **Protocol paper: optimistic for the searched models (see above).**"
+           + (" **Protocol paper: optimistic for the searched models.**"
               if report["protocol"] == "paper" else ""), ""]
-  rows = []
+  rows, notes = [], []
   for m in models:
     rows.append([f"**{m['name']}**", "this run"] + [stat_text(m[n]) for n in METRICS] +
                 [int_text(m.get("params")), flops_text(m.get("flops")), fmt(m.get("fps"), 1)])
+    notes += [(f"{m['name']} {METRIC_TITLES[n]}", m[n]) for n in METRICS]
     paper = PAPER_TABLE1.get(m["name"])
     if paper:
       rows.append([f"*{m['name']}*", f"*{PAPER_SOURCE}*"] +
@@ -240,59 +211,142 @@ def table1_section(report):
                    for n in METRICS] + [f"*{paper['params']:,}*", "n/a", f"*{paper['fps']:.0f}*"])
   lines.append(table(["Model", "Source", "Accuracy", "Sensitivity", "Specificity", "AUROC",
                       "Parameters", "FLOPs", "FPS"], rows))
-  extended = [f"{m['name']} {n}" for m in models for n in METRICS if m[n].get("ci_extended")]
-  if extended:
-    lines += ["", "The percentile interval of " + ", ".join(extended) + " did not contain the mean "
-              "(a skewed bootstrap distribution); it was widened to reach it."]
+  lines += [""] + not_estimable_notes(notes)
   lines += ["", "Machine-readable: [table1.csv](table1.csv), [report.json](report.json).", ""]
   return lines
 
 
+def intervals_section(report):
+  """Per model and metric: the full interval (and what it covers) beside the subjects-only one."""
+  rows = []
+  for m in report["models"]:
+    for level, block in (("image", m), ("subject", m["subject"])):
+      for n in ("accuracy", "auroc"):
+        s = block[n]
+        full = ci_text(s.get("ci95")) if s.get("estimable") else f"not estimable ({s['reason']})"
+        rows.append([m["name"], f"{level} {METRIC_TITLES[n]}", fmt(s.get("mean")), full,
+                     statistics.covers_text(s.get("ci_covers")),
+                     ci_text(s.get("ci95_subjects_only")), fmt(s.get("sd_training_seeds"))])
+  return ["### What the intervals cover", "", interval_rule(report).capitalize() + " The "
+          "subjects-only interval holds every training's predictions fixed and resamples test "
+          "subjects alone: the gap between the two is what training noise (and, with >= 5 folds, "
+          "the searches) add. sd over training seeds: the mean over folds of the sd between a "
+          "fold's test trainings.", "",
+          table(["Model", "metric", "mean", "95 % CI", "covers", "subjects-only 95 % CI",
+                 "sd over training seeds"], rows), ""]
+
+
+def clinical_section(report):
+  lines = ["## Clinical metrics at the validation threshold", "",
+           "Each test training's threshold on P(fatty) was chosen on its own validation part "
+           "(Youden's J), never on test data: the operating point an exported model uses. "
+           "Prevalence and the no-information rate (the accuracy of always calling the majority "
+           "class) are the test parts'; accuracy means little unless it clears the latter.", ""]
+  for level in ("image", "subject"):
+    rows, notes = [], []
+    for m in report["models"]:
+      block = m if level == "image" else m["subject"]
+      at = block["at_val_threshold"]
+      rows.append([m["name"], fmt(block["prevalence"]["mean"]),
+                   fmt(block["no_information_rate"]["mean"])] +
+                  [stat_text(at[n], std=False) for n in CLINICAL_COLUMNS])
+      notes += [(f"{m['name']} {METRIC_TITLES[n]}", at[n]) for n in CLINICAL_COLUMNS]
+    lines += [f"{level.capitalize()} level:", "",
+              table(["Model", "prevalence", "no-information rate"] +
+                    [METRIC_TITLES[n] for n in CLINICAL_COLUMNS], rows), ""]
+    lines += not_estimable_notes(notes) + [""]
+  rows = [[m["name"], fmt(m["thresholds"]["mean"]), fmt(m["thresholds"].get("sd")),
+           f"[{fmt(m['thresholds']['min'])}, {fmt(m['thresholds']['max'])}]",
+           m["thresholds"]["n"]] for m in report["models"]]
+  lines += ["Validation thresholds over the test trainings:", "",
+            table(["Model", "mean", "sd", "range", "trainings"], rows), ""]
+  return lines + calibration_lines(report) + grade_sensitivity_lines(report)
+
+
+def calibration_lines(report):
+  rows, notes = [], []
+  for m in report["models"]:
+    for level, block in (("image", m), ("subject", m["subject"])):
+      cal = block["calibration"]
+      rows.append([m["name"], level, stat_text(block["brier"], std=False, digits=3),
+                   stat_text(cal["intercept"], std=False), stat_text(cal["slope"], std=False)])
+      notes += [(f"{m['name']} {level} {k}", v) for k, v in
+                (("Brier", block["brier"]), ("intercept", cal["intercept"]),
+                 ("slope", cal["slope"]))]
+  return (["### Probability quality", "",
+           "Brier score (0 is perfect; always predicting the prevalence scores prev x (1 - prev)); "
+           "calibration intercept (calibration in the large: 0 is ideal, > 0 means predicted "
+           "risks too low) and slope (1 is ideal, < 1 means predictions too extreme) from a "
+           "logistic recalibration of each training's predictions. See plots/calibration.png and "
+           "plots/decision_curve.png.", "",
+           table(["Model", "level", "Brier", "calibration intercept", "calibration slope"], rows),
+           ""] + not_estimable_notes(notes) + [""])
+
+
+def grade_sensitivity_lines(report):
+  models = [m for m in report["models"] if m.get("sensitivity_by_grade")]
+  if not models:
+    return []
+  rows, notes = [], []
+  for m in models:
+    g = m["sensitivity_by_grade"]
+    rows.append([m["name"]] + [stat_text(g[k], std=False) for k in g])
+    notes += [(f"{m['name']} {k}", v) for k, v in g.items()]
+  return (["### Sensitivity by grade (early detection)", "",
+           "Sensitivity at the validation threshold among fatty images whose CAP places them in "
+           "S1 (early: cap cut-off to the S2 cut-off) or S2-S3: the paper's question is early "
+           "detection.", "",
+           table(["Model"] + list(models[0]["sensitivity_by_grade"]), rows), ""] +
+          not_estimable_notes(notes) + [""])
+
+
+def degenerate_section(report):
+  lines = ["## Degenerate trainings", "",
+           "A test training is degenerate (near-constant) when the interquartile range of its "
+           "test P(fatty) is below 0.05 or its validation threshold calls >= 95 % of its test "
+           "images one class (`metrics.degenerate`). \"Learned\" requires none.", ""]
+  rows = [[m["name"], d["fold"], "n/a" if d.get("seed") is None else d["seed"],
+           d["training_seed"], d["reason"]] for m in report["models"]
+          for d in m.get("degenerate") or []]
+  counts = ", ".join(f"{m['name']} {m.get('degenerate_trainings', 0)} of {m.get('trainings')}"
+                     for m in report["models"])
+  lines.append(f"Degenerate test trainings: {counts}.")
+  if rows:
+    lines += ["", table(["Model", "outer fold", "search seed", "training seed", "why"], rows)]
+  return lines + [""]
+
+
 def subject_section(models):
   rows = [[m["name"]] + [stat_text(m["subject"][n]) for n in METRICS] for m in models]
-  return ["### Per subject", "",
+  return ["### Table 1 per subject", "",
           "The same test parts scored per subject: a subject's P(fatty) is the mean over its "
           "images, its label the majority of its images' labels; subjects are what the bootstrap "
-          "resamples.",
-          "", table(["Model"] + [METRIC_TITLES[n] for n in METRICS], rows), ""]
-
-
-def threshold_section(models):
-  rows = []
-  for m in models:
-    thresholds = [f["metrics"]["at_val_threshold"]["threshold"] for f in m["folds"]]
-    mean_t = sum(thresholds) / len(thresholds)
-    rows.append([m["name"], fmt(mean_t)] +
-                [stat_text(m["at_val_threshold"][n]) for n in ("accuracy", "sensitivity",
-                                                               "specificity")])
-  return ["### At the validation threshold", "",
-          "The operating point an exported model uses: each fold's threshold on P(fatty) was "
-          "chosen on that fold's validation part (Youden's J), never on its test part.", "",
-          table(["Model", "mean threshold", "Accuracy", "Sensitivity", "Specificity"], rows), ""]
+          "resamples.", "", table(["Model"] + [METRIC_TITLES[n] for n in METRICS], rows), ""]
 
 
 def per_fold_section(models):
   folds = sorted({row["fold"] for m in models for row in m["accuracy"]["per_fold"]})
   rows = []
   for m in models:
-    for name in ("accuracy", "auroc"):
-      values = {row["fold"]: row["value"] for row in m[name]["per_fold"]}
-      rows.append([m["name"], METRIC_TITLES[name]] + [fmt(values.get(f)) for f in folds])
-  return ["### Per outer fold (mean over seeds)", "",
+    for level, block in (("image", m), ("subject", m["subject"])):
+      name = "auroc"
+      values = {row["fold"]: row["value"] for row in block[name]["per_fold"]}
+      rows.append([m["name"], f"{level} AUROC"] + [fmt(values.get(f)) for f in folds])
+    values = {row["fold"]: row["value"] for row in m["accuracy"]["per_fold"]}
+    rows.append([m["name"], "image accuracy"] + [fmt(values.get(f)) for f in folds])
+  return ["### Per outer fold (mean over its test trainings)", "",
           table(["Model", "metric"] + [f"fold {f}" for f in folds], rows), ""]
 
 
-def per_seed_section(models):
-  seeds = sorted({row["seed"] for m in models for row in m["accuracy"]["per_seed"]})
-  rows = []
-  for m in models:
-    for name in METRICS:
-      values = {row["seed"]: row["value"] for row in m[name]["per_seed"]}
-      rows.append([m["name"], METRIC_TITLES[name]] + [fmt(values.get(s)) for s in seeds] +
-                  [fmt(m[name].get("std_over_seeds"))])
-  return ["### Mean over folds per search seed, and sd over seeds", "",
-          "How much the result depends on the search seed (every strategy ran once per seed; VGG19 "
-          "trained once per seed). With one seed the sd is n/a.", "",
+def per_seed_section(report):
+  models = [m for m in report["models"] if len(m.get("seeds") or []) > 1]
+  if not models:
+    return []
+  seeds = sorted({row["seed"] for m in models for row in m["auroc"]["per_seed"]})
+  rows = [[m["name"], METRIC_TITLES[n]] + [fmt({r["seed"]: r["value"] for r in m[n]["per_seed"]}
+                                                .get(s)) for s in seeds] +
+          [fmt(m[n].get("std_over_seeds"))] for m in models for n in METRICS]
+  return ["### Mean over folds per search seed, and sd over search seeds", "",
           table(["Model", "metric"] + [f"seed {s}" for s in seeds] + ["sd over seeds"], rows), ""]
 
 
@@ -309,14 +363,13 @@ def group_section(report):
   for fold, group, images in groups:
     row = [group, images]
     for m in models:
-      by_fold = {r["fold"]: r for r in m["per_group"]}
-      r = by_fold.get(fold, {})
+      r = {x["fold"]: x for x in m["per_group"]}.get(fold, {})
       row += [value_ci(r.get("accuracy")), value_ci(r.get("auroc"))]
     rows.append(row)
   return [f"## Per held-out {kind}", "",
           f"Each outer fold held out one {kind}: searches and training never saw its images. Value "
-          f"= mean over seeds [95 % CI, subject bootstrap within that {kind}].", "",
-          table(header, rows), ""]
+          f"= mean over test trainings [95 % CI, bootstrap of subjects and trainings within that "
+          f"{kind}].", "", table(header, rows), ""]
 
 
 def grade_section(report):
@@ -324,44 +377,55 @@ def grade_section(report):
   if not models:
     return []
   names = report.get("class_names") or []
-  rows = []
-  for m in models:
-    mc = m["multiclass"]
-    rows.append([m["name"], stat_text(mc["accuracy"])] +
-                [stat_text(mc["sensitivity"].get(c)) for c in names] +
-                [stat_text(mc["auroc_macro"])])
+  rows = [[m["name"], stat_text(m["multiclass"]["accuracy"])] +
+          [stat_text(m["multiclass"]["sensitivity"].get(c)) for c in names] +
+          [stat_text(m["multiclass"]["auroc_macro"])] for m in models]
   lines = ["## Grade mode: four grades", "",
            "Predicted grade = the most probable class. Sensitivity per grade = recall of that "
            "grade; macro AUROC = mean of the one-vs-rest AUROCs over the grades present in a test "
-           "part.",
-           "", table(["Model", "Accuracy"] + [f"Sensitivity {c}" for c in names] +
-                     ["Macro AUROC"], rows), ""]
+           "part.", "", table(["Model", "Accuracy"] + [f"Sensitivity {c}" for c in names] +
+                              ["Macro AUROC"], rows), ""]
   for m in models:
     conf = m["multiclass"]["confusion"]
-    lines += [f"{m['name']}, confusion summed over folds and seeds (rows true, columns predicted):",
-              "", table(["true \\ predicted"] + names,
-                        [[names[i]] + list(r) for i, r in enumerate(conf)]), ""]
+    lines += [f"{m['name']}, confusion summed over folds and trainings (rows true, columns "
+              "predicted):", "", table(["true \\ predicted"] + names,
+                                       [[names[i]] + list(r) for i, r in enumerate(conf)]), ""]
   return lines
 
 
+def _comparison_rows(comps, holm):
+  rows = []
+  for c in comps:
+    p = statistics.p_text(c.get("p")) if c.get("estimable") else "not estimable"
+    rows.append([f"{c['a']} vs {c['b']}", statistics.metric_label(c["level"], c["metric"]),
+                 statistics.TEST_LABELS.get(c["test"], c["test"]),
+                 f"{c['diff']:+.3f}" if finite(c.get("diff")) else "n/a",
+                 ci_text(c.get("ci95"), 3) if c.get("estimable") else c.get("reason", ""), p] +
+                ([statistics.p_text(c.get("p_holm")), "yes" if c.get("significant") else "no"]
+                 if holm else []))
+  return rows
+
+
 def comparisons_section(report):
+  p = report.get("primary") or {}
+  lines = ["## Comparisons", "", "### Primary (pre-specified)", "",
+           f"Per-outer-fold differences of {statistics.metric_label(p.get('level'), p.get('metric'))}"
+           f" by the Nadeau-Bengio corrected resampled t-test (df = k - 1; variance inflated by "
+           f"n_test / (n - n_test) because the folds' training sets overlap); Holm over the "
+           f"{p.get('family', 0)} estimable primary comparisons.", "",
+           table(["comparison", "metric", "test", "diff A-B (mean over folds)",
+                  "95 % CI / why not estimable", "p", "p (Holm)",
+                  f"significant (adjusted p < {statistics.ALPHA})"],
+                 _comparison_rows(p.get("comparisons") or [], True)), ""]
   comps = report.get("comparisons") or []
-  lines = ["## Comparisons", ""]
-  if not comps:
-    return lines + ["No comparison: NASRL and at least one other model are needed.", ""]
-  lines += [f"NASRL against every other model. Accuracy and AUROC per outer fold by the "
-            f"Nadeau-Bengio corrected resampled t-test (variance inflated by n_test / n_train "
-            f"because the folds' training sets overlap; df = k - 1), AUROC also by the paired "
-            f"subject bootstrap of pooled out-of-fold predictions (same resampled subjects for "
-            f"both models; two-sided p = 2 min(P(diff <= 0), P(diff >= 0)), floored at 1/(B+1)). "
-            f"Holm's adjustment runs over all {len(comps)} rows.", ""]
-  rows = [[f"{c['a']} vs {c['b']}", METRIC_TITLES.get(c["metric"], c["metric"]),
-           statistics.TEST_LABELS.get(c["test"], c["test"]),
-           f"{c['diff']:+.3f}" if _finite(c.get("diff")) else "n/a", ci_text(c.get("ci95"), 3),
-           statistics.p_text(c.get("p")), statistics.p_text(c.get("p_holm")),
-           "yes" if c.get("significant") else "no"] for c in comps]
-  lines += [table(["comparison", "metric", "test", "diff A-B", "95 % CI", "p", "p (Holm)",
-                   f"significant (adjusted p < {statistics.ALPHA})"], rows), ""]
+  if comps:
+    lines += ["### Secondary (exploratory)", "",
+              "NASRL against every other model; unadjusted p-values, no verdicts. The paired "
+              "fold-wise bootstrap resamples test subjects (the same draws for both models) and "
+              "each model's test trainings within every outer fold: it is conditional on these "
+              "folds' searches and says nothing about a new search.", "",
+              table(["comparison", "metric", "test", "diff A-B", "95 % CI / why not estimable",
+                     "p (unadjusted)"], _comparison_rows(comps, False)), ""]
   return lines
 
 
@@ -372,7 +436,8 @@ def search_fold_section(report):
   rows = []
   for m in report["models"]:
     for r in m.get("search_fold_test") or []:
-      cells = [m["name"], r["seed"], f"{r['images']} ({r['subjects']} subjects)"]
+      cells = [m["name"], "n/a" if r.get("seed") is None else r["seed"], r.get("training_seed"),
+               f"{r['images']} ({r['subjects']} subjects)"]
       for name in ("accuracy", "sensitivity", "specificity"):
         v = r[name]
         cells.append(f"{fmt(v['value'])} ({v['count']}/{v['n']}) {ci_text(v['ci95'])}")
@@ -380,201 +445,34 @@ def search_fold_section(report):
       rows.append(cells)
   return [f"## Held-out result on the search fold (fold {f})", "",
           f"Fold {f}'s test part was never seen by any search: the one clean estimate the paper "
-          f"protocol gives for the searched models. Proportions with Wilson 95 % intervals (images "
-          f"treated as independent: subjects with several images make these a little narrow); "
-          f"AUROC with a subject-bootstrap interval.", "",
-          table(["Model", "seed", "test images", "Accuracy", "Sensitivity", "Specificity", "AUROC"],
-                rows), ""]
+          f"protocol gives for the searched models. Per test training; proportions with Wilson "
+          f"95 % intervals (images treated as independent), AUROC with a subject-bootstrap "
+          f"interval.", "",
+          table(["Model", "search seed", "training seed", "test images", "Accuracy",
+                 "Sensitivity", "Specificity", "AUROC"], rows), ""]
 
 
-def agreement_sentence(name, a):
-  if a["winners"] == 0:
-    return f"{name}: no winners recorded."
-  if a["distinct"] == 1:
-    return f"{name}: the search found one architecture: all {a['winners']} winners are the same."
-  text = (f"{name}: the search does not settle on one architecture: its {a['winners']} winners "
-          f"are {a['distinct']} distinct architectures (the most common one won "
-          f"{a['modal_count']} time(s))")
-  if _finite(a.get("kernel_agreement")):
-    text += (f"; per layer, on average {share_text(a['kernel_agreement'])} of the winners share "
-             f"the most common kernel size and {share_text(a['filter_agreement'])} the most common "
-             f"filter count")
-    if _finite(a.get("kernel_chance")) and _finite(a.get("filter_chance")):
-      text += (f" (uniform random choices would give {share_text(a['kernel_chance'])} and "
-               f"{share_text(a['filter_chance'])})")
-  return text + "."
-
-
-def winners_section(report):
-  agreement = report.get("winner_agreement") or {}
-  winners = report.get("winners") or []
-  if not winners:
-    return ["## Winners", "", "No winners were recorded.", ""]
-  title = ("## Winners of every outer fold" if report["protocol"] == "nested"
-           else "## Winners of the search fold, per seed")
-  lines = [title, ""]
-  lines += [f"- {agreement_sentence(name, a)}" for name, a in agreement.items()]
-  rows = [[name, a["winners"], a["distinct"],
-           f"{share_text(a.get('kernel_agreement'))} (chance {share_text(a.get('kernel_chance'))})",
-           f"{share_text(a.get('filter_agreement'))} (chance {share_text(a.get('filter_chance'))})"]
-          for name, a in agreement.items()]
-  lines += ["", table(["Model", "winners", "distinct", "kernel agreement", "filter agreement"],
-                      rows), "",
-            "Agreement: the share of winners with the most common choice at a layer, averaged over "
-            "layers; chance: the same share if every winner chose uniformly among the values any "
-            "winner took.", ""]
-  body = [table(["fold", "group", "model", "seed", "architecture", "params", "FLOPs",
-                 "search reward", "re-scored mean +- sd"],
-                [[w.get("fold"), w.get("group") or "", w.get("model"), w.get("seed"),
-                  _code(w.get("architecture")), int_text(w.get("params")),
-                  flops_text(w.get("flops")), fmt(w.get("search_reward"), 3),
-                  f"{fmt(w.get('rescore_mean'), 3)} +- {fmt(w.get('rescore_std'), 3)}"]
-                 for w in winners])]
-  return lines + details(f"All {len(winners)} winners (architecture, parameters, FLOPs)", body)
-
-
-def rescore_section(report):
-  summary = report.get("rescore_summary") or {}
-  rescore = report.get("rescore") or {}
-  if not summary:
-    return []
-  lines = ["## Re-scoring", "",
-           "A search's best reward is the maximum of many noisy validation scores, so it "
-           "overstates the winner (the winner's curse). Each strategy's top children were "
-           "retrained with further seeds and ranked by their mean; \"optimism\" = search reward - "
-           "re-scored mean of the chosen child.", ""]
-  rows = [[name, s["searches"], s["candidates"], f"{s['changed']} of {s['searches']}",
-           fmt(s.get("mean_search_reward"), 3), fmt(s.get("mean_rescore"), 3),
-           fmt(s.get("mean_optimism"), 3)] for name, s in summary.items()]
-  lines += [table(["Model", "searches", "candidates", "re-scoring changed the winner",
-                   "search reward (winners)", "re-scored mean (winners)", "optimism"], rows), ""]
-  body = [table(["model", "fold", "seed", "architecture", "search reward", "re-scored mean +- sd",
-                 "n", "chosen"],
-                [[name, r.get("fold"), r.get("seed"), _code(r.get("architecture")),
-                  fmt(r.get("search_reward"), 3),
-                  f"{fmt(r.get('mean'), 3)} +- {fmt(r.get('std'), 3)}",
-                  r.get("n", "n/a"), "yes" if r.get("chosen") else ""]
-                 for name, rows_ in rescore.items() for r in rows_])]
-  return lines + details("Every re-scored candidate", body)
-
-
-def architectures_section(models):
-  rows = []
-  for m in models:
-    exported = m.get("exported") or {}
-    source = exported.get("source", "n/a")
-    if exported:
-      source += f" (fold {exported.get('fold', 'n/a')}, seed {exported.get('seed', 'n/a')})"
-    rows.append([m["name"], _code(m.get("architecture")), int_text(m.get("params")),
-                 flops_text(m.get("flops")), fmt(m.get("fps"), 1),
-                 fmt(m.get("latency_ms_median"), 1),
-                 (f"{fmt(m.get('throughput'), 0)} (batch {m.get('throughput_batch')})"
-                  if _finite(m.get("throughput")) else "n/a"), source])
-  return ["## Exported models", "",
-          "The models under `models/<name>/` that `predict` uses. Under the nested protocol, "
-          "Table 1 estimates the search procedure (each outer fold may pick another architecture) "
-          "and the exported model is the one named in \"exported from\".",
-          "", table(["Model", "architecture", "Parameters", "FLOPs", "FPS (batch 1)",
-                     "latency ms (median)", "images/s", "exported from"], rows), ""]
-
-
-def search_section(report):
-  search = report.get("search") or {}
-  lines = ["## Search cost", ""]
-  lines.append(f"- Reward: {search.get('reward_metric', 'n/a')} (transform "
-               f"{search.get('reward_transform', 'n/a')}), mean over "
-               f"{search.get('reward_splits', 'n/a')} inner splits; "
-               f"{search.get('children_per_search', 'n/a')} children per search; top "
-               f"{search.get('rescore_top_k', 'n/a')} re-scored over "
-               f"{search.get('rescore_seeds', 'n/a')} seeds.")
-  cost = report.get("search_cost") or []
-  if cost:
-    rows = [[STRATEGY_LABELS.get(r["strategy"], r["strategy"]), r.get("model") or "",
-             r["runs"], int_text(r.get("children")), int_text(r.get("distinct")),
-             int_text(r.get("memo_hits")), int_text(r.get("failed")),
-             int_text(r.get("does_not_fit")), seconds_text(r.get("wall_seconds")),
-             share_text(r.get("compile_share"))] for r in cost]
-    lines += ["", table(["strategy", "model", "searches", "children", "distinct", "memo hits",
-                         "failed", "does not fit", "wall s", "compile share"], rows)]
-  else:
-    lines += ["", "No search was recorded."]
-  compute = report.get("compute") or {}
-  comp = report.get("compile") or {}
-  lines += ["",
-            f"- Compute: {fmt(compute.get('device_hours'))} device-hours "
-            f"({seconds_text(compute.get('wall_seconds'))} s wall), compile share "
-            f"{share_text(compute.get('compile_share'))}, {compute.get('devices', 'n/a')} "
-            f"device(s), {compute.get('processes', 'n/a')} process(es).",
-            f"- Compiles: {comp.get('compiles', 'n/a')} (cache hits "
-            f"{comp.get('cache_hits', 'n/a')}; distinct architectures "
-            f"{comp.get('distinct_architectures', 'n/a')}, distinct programs "
-            f"{comp.get('distinct_programs', 'n/a')}).", ""]
-  return lines
-
-
-def checklist_section(report):
-  """The Lindauer & Hutter (2020) NAS best-practice checklist items this run can answer."""
-  names = [m["name"] for m in report["models"]]
-  cost = {r.get("model"): r for r in report.get("search_cost") or []}
-  children = "; ".join(f"{name}: {int_text(r.get('children'))} children "
-                       f"({int_text(r.get('distinct'))} distinct, "
-                       f"{int_text(r.get('memo_hits'))} memo hits) over {r['runs']} searches"
-                       for name, r in cost.items()) or "n/a"
-  versions = report.get("versions") or {}
-  compute = report.get("compute") or {}
-  per_search = {r.get("children") / r["runs"] for r in cost.values()
-                if r.get("children") is not None and r.get("runs")}
-  budget = ("the same number of children per search for every strategy" if len(per_search) == 1
-            else "children per search differ between strategies: compare with care"
-            if per_search else "children per search not recorded")
-  baselines = [n for n in names if n != "NASRL"]
-  return [
-      "## NAS checklist (Lindauer & Hutter 2020)", "",
-      f"- Evaluation protocol: {report['protocol']}"
-      + (" (optimistic, see the protocol)" if report["protocol"] == "paper" else
-         " (test subjects never used by search, re-scoring or selection)") + ".",
-      f"- Baselines: {', '.join(baselines) or 'none'} (VGG19: fixed architecture, same folds); "
-      f"random search {'included' if 'RandomSearch' in names else 'missing'}; {budget}.",
-      f"- Seeds: {', '.join(str(s) for s in report.get('seeds') or [])} (every strategy once per "
-      f"seed).",
-      f"- Children per strategy: {children}.",
-      f"- Compute: {fmt(compute.get('device_hours'))} device-hours on "
-      f"{report.get('device') or 'n/a'}.",
-      "- Versions: " + (", ".join(f"{k} {v}" for k, v in versions.items()) or "n/a") + ".",
-      f"- Command: `{report.get('command') or 'n/a'}` (config variant "
-      f"`{report.get('config_variant') or 'default'}`, {report.get('date') or 'n/a'}).", ""]
+# --------------------------------------------------------------------------- the document
 
 
 def build(report, plot_names=()):
-  """report.md text from the JSON-safe report object.
-
-  Args:
-    report: the report.json object.
-    plot_names: the plots written under plots/ (keys of PLOT_CAPTIONS), embedded in that order.
-  """
+  """report.md text from the JSON-safe report object (plot_names: the PNGs under plots/)."""
   models = report["models"]
+  versions = report.get("versions") or {}
   out = ["# NASRL early fatty-liver detection: report", ""]
   out += protocol_section(report) + [""]
-  out += [f"Produced by `{report.get('command') or 'n/a'}` (config variant "
+  out += [f"{cohort_line(report)} Produced by `{report.get('command') or 'n/a'}` (config variant "
           f"`{report.get('config_variant') or 'default'}`, {report.get('date') or 'n/a'}) on "
-          f"{report.get('device') or 'n/a'}.", ""]
-  out += summary_section(report)
-  out += ["## Data", ""] + data_section(report.get("data") or {},
-                                        report.get("class_names") or []) + [""]
-  out += table1_section(report)
-  out += subject_section(models) + threshold_section(models)
-  out += per_fold_section(models) + per_seed_section(models)
+          f"{report.get('device') or 'n/a'}, code {code(versions.get('git_commit'))}.", ""]
+  out += summary_section(report) + data_section(report)
+  out += table1_section(report) + intervals_section(report)
+  out += clinical_section(report) + degenerate_section(report)
+  out += subject_section(models) + per_fold_section(models) + per_seed_section(report)
   out += group_section(report) + grade_section(report)
   out += comparisons_section(report) + search_fold_section(report)
-  out += winners_section(report) + rescore_section(report)
-  out += architectures_section(models) + search_section(report) + checklist_section(report)
-  if report.get("final_search"):
-    out += ["## Final search", "", "A last search on all subjects produced the exported models; "
-            "its rewards appear in no estimate above.", "",
-            table(["Model", "architecture", "seed", "search reward"],
-                  [[name, _code(v.get("architecture")), v.get("seed", "n/a"),
-                    fmt(v.get("search_reward"), 3)] for name, v in report["final_search"].items()]),
-            ""]
+  out += markdown_search.winners_section(report) + markdown_search.rescore_section(report)
+  out += markdown_search.architectures_section(models) + markdown_search.search_section(report)
+  out += markdown_search.checklist_section(report) + markdown_search.final_search_section(report)
   if plot_names:
     out += ["## Plots", ""]
     for name in plot_names:
@@ -583,32 +481,27 @@ def build(report, plot_names=()):
   return "\n".join(out).rstrip() + "\n"
 
 
-# --------------------------------------------------------------------------- table1.csv
-
-
 def table1_csv(report):
   """table1.csv text: one row per model; display strings, then numeric columns.
 
   Columns (TABLE1_COLUMNS): Model, Accuracy, Sensitivity, Specificity, AUROC as
   "mean +- std [low, high]" (2 decimals), Parameters, FLOPs, FPS, then per metric
-  <metric>_mean, _std, _ci_low, _ci_high, _std_over_seeds at full precision (empty when
-  undefined), folds and seeds (counts).
+  <metric>_mean, _std, _ci_low, _ci_high (empty when not estimable), _std_over_seeds at full
+  precision, then folds, search seeds, test trainings and what the CIs cover.
   """
   buf = io.StringIO()
   writer = csv.writer(buf, lineterminator="\n")
   writer.writerow(TABLE1_COLUMNS)
-
-  def num(x):
-    return repr(float(x)) if _finite(x) else ""
-
+  num = lambda x: repr(float(x)) if finite(x) else ""
   for m in report["models"]:
     row = [m["name"]] + [stat_text(m[n]) for n in METRICS]
-    row += [int(m["params"]) if _finite(m.get("params")) else "",
-            num(m.get("flops")), round(float(m["fps"]), 2) if _finite(m.get("fps")) else ""]
+    row += [int(m["params"]) if finite(m.get("params")) else "",
+            num(m.get("flops")), round(float(m["fps"]), 2) if finite(m.get("fps")) else ""]
     for n in METRICS:
       ci = m[n].get("ci95") or [None, None]
       row += [num(m[n].get("mean")), num(m[n].get("std")), num(ci[0]), num(ci[1]),
               num(m[n].get("std_over_seeds"))]
-    row += [m.get("n_folds"), len(m.get("seeds") or [])]
+    row += [m.get("n_folds"), len(m.get("seeds") or []), m.get("trainings"),
+            " ".join(m["auroc"].get("ci_covers") or [])]
     writer.writerow(row)
   return buf.getvalue()

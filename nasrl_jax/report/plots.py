@@ -1,8 +1,10 @@
 """The report's PNG plots, each returned as bytes (written by the package's `write_report`).
 
-This module owns the drawing: search rewards per step per strategy, the ROC of pooled out-of-fold
-predictions per model, confusion matrices summed over folds and seeds, the exported architectures
-and every winner's per-layer choices. It reads the JSON-safe report object, as report.md does.
+This module owns the drawing: search rewards per step per strategy; per model the ROC, the
+reliability diagram and the decision curve of every outer fold with their mean (`curves`: never
+pooled over fold models); confusion matrices summed over folds and trainings; the exported
+architectures and every winner's per-layer choices. It reads the JSON-safe report object, as
+report.md does.
 
 It uses matplotlib's object API (`matplotlib.figure.Figure`, rendered by the Agg canvas) rather than
 pyplot: no global backend switch, so a Colab notebook keeps its inline plotting, and nothing here
@@ -19,7 +21,8 @@ import matplotlib
 import matplotlib.patches
 import numpy as np
 
-from nasrl_jax.report import aggregate
+from nasrl_jax.report import curves
+from nasrl_jax.report import search_summary
 
 # One colour per model and per strategy, stable across plots.
 COLORS = {"NASRL": "tab:blue", "VGG19": "tab:orange", "RandomSearch": "tab:green",
@@ -56,15 +59,15 @@ def _num(x):
 def search_rewards(report):
   """Per strategy: mean reward and best-so-far per step (mean over outer folds and seeds), and
   every child's reward as a faint dot at its step."""
-  curves = aggregate.search_curves(report.get("search") or {})
+  search = search_summary.search_curves(report.get("search") or {})
   fig = Figure(figsize=(10, 4.8), layout="constrained")
   ax = fig.add_subplot(1, 1, 1)
   drawn = False
-  for i, (key, c) in enumerate(curves.items()):
+  for i, (key, c) in enumerate(search.items()):
     if not c["steps"]:
       continue
     col, label = color(key, i), STRATEGY_LABELS.get(key, key)
-    offset = (i - (len(curves) - 1) / 2) * 0.1  # Side by side, so the dots do not hide each other.
+    offset = (i - (len(search) - 1) / 2) * 0.1  # Side by side, so the dots do not hide each other.
     if c["child_reward"]:
       ax.scatter(np.asarray(c["child_step"]) + offset, [_num(r) for r in c["child_reward"]], s=8,
                  color=col, alpha=0.2, linewidths=0, label=f"{label}: each child")
@@ -86,29 +89,87 @@ def search_rewards(report):
   return _png(fig)
 
 
+def _panels(report, title, width=4.2, height=4.0):
+  """A figure with one square panel per model (a row), and the axes."""
+  models = report["models"]
+  fig = Figure(figsize=(width * len(models), height), layout="constrained")
+  axes = [fig.add_subplot(1, len(models), i + 1) for i in range(len(models))]
+  fig.suptitle(title)
+  return fig, axes
+
+
+def _fold_lines(ax, x, lines, c, label):
+  """Thin lines per outer fold, the thick mean over folds."""
+  for y in lines["folds"].values():
+    ax.plot(x, y, color=c, lw=0.8, alpha=0.45)
+  if lines["mean"] is not None:
+    ax.plot(x, lines["mean"], color=c, lw=2.2, label=label)
+
+
 def roc(report):
-  """ROC of each model's pooled out-of-fold predictions, labelled with its pooled AUROC and CI."""
-  fig = Figure(figsize=(5.8, 5.4), layout="constrained")
-  ax = fig.add_subplot(1, 1, 1)
-  ax.plot([0, 1], [0, 1], color="gray", lw=1, ls="--", label="chance")
-  for i, m in enumerate(report["models"]):
-    curve = m.get("roc_pooled") or {}
-    if not curve.get("fpr"):
-      continue
-    pooled = m.get("auroc_pooled") or {}
-    ci = pooled.get("ci95") or [None, None]
-    text = (f"{_num(pooled.get('value')):.2f} [{_num(ci[0]):.2f}, {_num(ci[1]):.2f}]"
-            if pooled.get("value") is not None else "n/a")
-    ax.plot(curve["fpr"], curve["tpr"], color=color(m["name"], i), lw=2,
-            label=f"{m['name']} (pooled AUROC {text})")
-  ax.set_xlim(0, 1)
-  ax.set_ylim(0, 1.01)
-  ax.set_aspect("equal")
-  ax.set_xlabel("1 - specificity (false-positive rate)")
-  ax.set_ylabel("sensitivity (true-positive rate)")
-  ax.set_title("ROC, pooled out-of-fold predictions (P(fatty))")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, loc="lower right")
+  """Per model: each outer fold's ROC (mean of its test trainings, vertical averaging) and the
+  mean over folds, labelled with the model's AUROC and its interval."""
+  fig, axes = _panels(report, "ROC per outer fold (thin) and mean over folds (thick), P(fatty)")
+  for i, (ax, m) in enumerate(zip(axes, report["models"])):
+    ax.plot([0, 1], [0, 1], color="gray", lw=1, ls="--")
+    a = m["auroc"]
+    ci = a.get("ci95") if a.get("estimable") else None
+    text = f"{_num(a.get('mean')):.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    _fold_lines(ax, curves.FPR_GRID, curves.roc(m), color(m["name"], i), f"AUROC {text}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_aspect("equal")
+    ax.set_xlabel("1 - specificity")
+    if i == 0:
+      ax.set_ylabel("sensitivity")
+    ax.set_title(m["name"], fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+  return _png(fig)
+
+
+def calibration(report):
+  """Reliability per model: observed share of fatty images per bin of predicted P(fatty), per
+  outer fold and mean over folds, against the diagonal of perfect calibration."""
+  fig, axes = _panels(report, "Reliability per outer fold (thin) and mean over folds (thick)")
+  for i, (ax, m) in enumerate(zip(axes, report["models"])):
+    ax.plot([0, 1], [0, 1], color="gray", lw=1, ls="--", label="perfect")
+    rel = curves.reliability(m)
+    slope = m["calibration"]["slope"].get("mean")
+    _fold_lines(ax, rel["bins"], rel, color(m["name"], i), f"slope {_num(slope):.2f}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    ax.set_xlabel("predicted P(fatty)")
+    if i == 0:
+      ax.set_ylabel("observed share fatty")
+    ax.set_title(m["name"], fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+  return _png(fig)
+
+
+def decision_curve(report):
+  """Net benefit per model against the decision threshold, per outer fold and mean over folds,
+  with the treat-all and treat-none strategies."""
+  fig, axes = _panels(report, "Decision curves: net benefit per outer fold (thin) and mean "
+                      "(thick)")
+  for i, (ax, m) in enumerate(zip(axes, report["models"])):
+    dc = curves.decision_curve(m)
+    t = dc["thresholds"]
+    if dc["treat_all"] is not None:
+      ax.plot(t, dc["treat_all"], color="black", lw=1, ls=":", label="treat all")
+    ax.axhline(0.0, color="gray", lw=1, ls="--", label="treat none")
+    _fold_lines(ax, t, dc, color(m["name"], i), m["name"])
+    prevalence = m["prevalence"]["mean"]
+    ax.set_ylim(-0.05, max(0.1, 1.1 * prevalence))
+    ax.set_xlim(t[0], t[-1])
+    ax.set_xlabel("threshold probability")
+    if i == 0:
+      ax.set_ylabel("net benefit")
+    ax.set_title(m["name"], fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
   return _png(fig)
 
 
@@ -147,7 +208,7 @@ def confusion(report):
                          f"{m['name']}, grades", i == 0)
       else:
         _empty(ax, "no grades")
-  fig.suptitle("Confusion matrices summed over outer folds and seeds (% of the true class)")
+  fig.suptitle("Confusion matrices summed over outer folds and test trainings (% of the true class)")
   return _png(fig)
 
 
@@ -201,7 +262,7 @@ def winners(report):
   bottom are layers where the winners agree."""
   by_model = {}
   for w in report.get("winners") or []:
-    kernels, filters = aggregate.layer_choices(w)
+    kernels, filters = search_summary.layer_choices(w)
     if kernels is not None:
       by_model.setdefault(w["model"], []).append((w, kernels, filters))
   fig = Figure(figsize=(11, 1.2 + sum(0.12 * len(v) + 0.9 for v in by_model.values())),
@@ -241,7 +302,8 @@ def winners(report):
 
 
 # The plots in the order report.md shows them.
-PLOTS = {"search_rewards": search_rewards, "roc": roc, "confusion": confusion,
+PLOTS = {"search_rewards": search_rewards, "roc": roc, "calibration": calibration,
+         "decision_curve": decision_curve, "confusion": confusion,
          "architectures": architectures, "winners": winners}
 
 

@@ -11,6 +11,7 @@ import math
 import numbers
 
 from nasrl_jax.errors import UserInputError
+from nasrl_jax.report import primary as primary_lib
 
 PROTOCOLS = ("nested", "paper")
 LABEL_MODES = ("binary", "grade")
@@ -83,15 +84,22 @@ def _test_part(test, where, num_classes):
 
 def _fold_entry(fold, where, num_classes):
   _dict(fold, where)
-  for key in ("fold", "seed"):
-    if not _is_int(fold.get(key)):
-      _fail(where, f"'{key}' must be an int, got {fold.get(key)!r}")
-  for key in ("n_train", "n_test"):  # The corrected t-test's n_test / n_train.
+  if not _is_int(fold.get("fold")):
+    _fail(where, f"'fold' must be an int, got {fold.get('fold')!r}")
+  if fold.get("seed") is not None and not _is_int(fold["seed"]):  # None: no search chose it.
+    _fail(where, f"'seed' must be an int or None, got {fold.get('seed')!r}")
+  if not _is_int(fold.get("training_seed", 0)):
+    _fail(where, f"'training_seed' must be an int, got {fold.get('training_seed')!r}")
+  for key in ("n_train", "n_test"):  # The corrected t-test's n_test / (n - n_test).
     if not _is_int(fold.get(key)) or fold[key] <= 0:
       _fail(where, f"'{key}' must be a positive int, got {fold.get(key)!r}")
   if "test" not in fold:
     _fail(where, "missing 'test'")
   _test_part(fold["test"], f"{where}['test']", num_classes)
+  cap = fold["test"].get("cap")
+  if cap is not None and (not isinstance(cap, list) or len(cap) != len(fold["test"]["label"]) or
+                          not all(c is None or _is_num(c) for c in cap)):
+    _fail(f"{where}['test']['cap']", "expected one CAP (dB/m) or None per test image")
   threshold = fold.get("val_threshold")
   if threshold is not None and not (_is_num(threshold) and 0.0 <= threshold <= 1.0):
     _fail(f"{where}['val_threshold']", f"expected a number in [0, 1] or None, got {threshold!r}")
@@ -115,16 +123,17 @@ def _model(model, where, num_classes):
   for j, fold in enumerate(folds):
     fwhere = f"{where}['folds'][{j}]"
     _fold_entry(fold, fwhere, num_classes)
-    key = (fold["fold"], fold["seed"])
+    key = (fold["fold"], fold["seed"], fold.get("training_seed", 0))
     if key in seen:
-      _fail(fwhere, f"fold {key[0]} seed {key[1]} appears twice (also at index {seen[key]})")
+      _fail(fwhere, f"fold {key[0]} search seed {key[1]} training seed {key[2]} appears twice "
+            f"(also at index {seen[key]})")
     seen[key] = j
   # Outer test parts partition the subjects: a subject tested in two folds means the folds (or
   # the predictions attached to them) are wrong, and every number of the report with them.
   owner = {}
   for j, fold in enumerate(folds):
     for s in fold["test"]["subject_id"]:
-      other = owner.setdefault((fold["seed"], str(s)), fold["fold"])
+      other = owner.setdefault((fold["seed"], fold.get("training_seed", 0), str(s)), fold["fold"])
       if other != fold["fold"]:
         _fail(f"{where}['folds'][{j}]['test']['subject_id']",
               f"subject {s!r} is in the test parts of folds {other} and {fold['fold']} "
@@ -218,3 +227,5 @@ def validate(results):
   _search(results.get("search") or {})
   if results.get("final_search") is not None:
     _dict(results["final_search"], "results['final_search']")
+  if results.get("primary_spec") is not None:
+    primary_lib.parse(results["primary_spec"])

@@ -1,115 +1,161 @@
-"""The comparisons table and the plain sentences that state its results.
+"""The comparisons: the pre-specified primary family, the exploratory rest, and their sentences.
 
-This module owns the paired comparisons of NASRL with every other model present (VGG19,
-RandomSearch, Evolution, ...): accuracy and AUROC by the Nadeau-Bengio corrected resampled t-test
-on per-outer-fold differences (a fold's value is the mean over its seeds; n_test / n_train from
-the folds' sizes), AUROC also by the paired subject bootstrap of pooled out-of-fold predictions,
-and Holm's adjustment over every comparison in the table. It also words the results: one sentence
-per comparison, and one "did the model learn" sentence per model (AUROC against chance). A
-difference is called significant only when its Holm-adjusted p is below ALPHA, and is never called
-a win otherwise.
+This module owns
+  * the primary family (`config.eval.primary`): per comparison, the Nadeau-Bengio corrected
+    resampled t-test on per-outer-fold differences (a fold's value: the mean over its test
+    trainings; ratio n_test / (n - n_test)), Holm's adjustment over this family alone, and the
+    only verdicts the report states;
+  * the secondary comparisons (NASRL against every other model on accuracy and AUROC, and the
+    paired fold-wise bootstrap of the primary metric over test subjects and trainings, which is
+    conditional on these outer folds' searches): listed as exploratory, without claims;
+  * the wording: one sentence per comparison and one "did the model learn" sentence per model.
+
+A fold-level test needs `intervals.MIN_FOLDS` outer folds; below that, and with zero variance or
+an interval outside the difference's possible range, a comparison is "not estimable (reason)":
+never a clipped or impossible number. AUROCs are compared fold by fold, never on pooled
+probabilities of different fold models.
 """
 
 import math
 
 import numpy as np
 
-from nasrl_jax import metrics
+from nasrl_jax import stats
+from nasrl_jax.report import intervals
+from nasrl_jax.report import primary as primary_lib
 
-# The model every other model is compared with.
+# The model every other model is compared with in the secondary table.
 REFERENCE = "NASRL"
-# Per-fold metrics tested with the corrected t-test (the binary view in grade mode).
-T_TEST_METRICS = ("accuracy", "auroc")
-# Family-wise significance level for the Holm-adjusted p-values.
+# Secondary corrected t-tests: (level, metric) of NASRL against every other model.
+SECONDARY = (("image", "accuracy"), ("image", "auroc"), ("subject", "auroc"))
+# Family-wise significance level for the Holm-adjusted p-values of the primary family.
 ALPHA = 0.05
 # p-values below this are printed as "< 0.001".
 P_FLOOR = 0.001
 # The AUROC of a classifier that learned nothing.
 CHANCE_AUROC = 0.5
 TEST_T = "nadeau_bengio_corrected_t"
-TEST_BOOTSTRAP = "paired_subject_bootstrap"
-TEST_LABELS = {TEST_T: "Nadeau-Bengio corrected t-test",
-               TEST_BOOTSTRAP: "paired subject bootstrap of pooled out-of-fold predictions"}
+TEST_BOOTSTRAP = "paired_fold_bootstrap"
+TEST_LABELS = {TEST_T: "Nadeau-Bengio corrected t-test over outer folds",
+               TEST_BOOTSTRAP: "paired bootstrap of test subjects and trainings within each "
+                               "outer fold (conditional on these folds' searches)"}
 METRIC_LABELS = {"accuracy": "accuracy", "auroc": "AUROC", "sensitivity": "sensitivity",
-                 "specificity": "specificity"}
+                 "specificity": "specificity", "balanced_accuracy": "balanced accuracy",
+                 "ppv": "PPV", "npv": "NPV", "brier": "Brier score"}
 
 
-def _per_fold(entry, metric):
-  return {row["fold"]: row["value"] for row in entry[metric]["per_fold"]}
+def _block(entry, level):
+  return entry if level == "image" else entry["subject"]
 
 
-def _fold_sizes(data_a, data_b, folds):
-  """Mean n_train and n_test over the compared folds of both models."""
-  sizes = [data_a.sizes[f] for f in folds] + [data_b.sizes[f] for f in folds]
-  return float(np.mean([s[0] for s in sizes])), float(np.mean([s[1] for s in sizes]))
+def _per_fold(entry, level, metric):
+  return {row["fold"]: row["value"] for row in _block(entry, level)[metric]["per_fold"]}
 
 
-def t_test_row(a, b, metric, summary):
-  """One corrected t-test comparison: per-fold differences A - B over the folds both have."""
+def _boot_key(metric):
+  return f"val_{metric}" if metric in primary_lib.AT_VALIDATION_THRESHOLD else metric
+
+
+def _base(a, b, level, metric, test):
+  return {"a": a, "b": b, "metric": metric, "level": level, "test": test, "diff": math.nan,
+          "ci95": None, "p": None, "p_holm": None, "significant": None, "estimable": False,
+          "reason": ""}
+
+
+def t_row(a, b, level, metric, summary):
+  """One corrected t-test of per-fold differences A - B over the folds both have."""
+  row = _base(a, b, level, metric, TEST_T)
   entries = {m["name"]: m for m in summary.models}
-  va, vb = _per_fold(entries[a], metric), _per_fold(entries[b], metric)
+  missing = [n for n in (a, b) if n not in entries]
+  if missing:
+    return dict(row, reason=f"no model named {', '.join(missing)} in this run")
+  va, vb = _per_fold(entries[a], level, metric), _per_fold(entries[b], level, metric)
   folds = sorted(f for f in set(va) & set(vb) if math.isfinite(va[f]) and math.isfinite(vb[f]))
-  row = {"a": a, "b": b, "metric": metric, "test": TEST_T, "level": "image",
-         "folds": folds, "differences": [va[f] - vb[f] for f in folds]}
-  if not folds:
-    row.update(diff=math.nan, ci95=[math.nan, math.nan], p=math.nan, k=0,
-               note="no fold with a value for both models")
-    return row
-  n_train, n_test = _fold_sizes(summary.data[a], summary.data[b], folds)
-  test = metrics.corrected_ttest(row["differences"], n_train, n_test)
-  row.update({k: test[k] for k in ("diff", "ci95", "p", "t", "df", "k", "se", "n_train", "n_test",
-                                   "note")})
-  return row
+  diffs = [va[f] - vb[f] for f in folds]
+  row.update(folds=folds, differences=diffs, k=len(folds),
+             diff=float(np.mean(diffs)) if diffs else math.nan)
+  if len(folds) < intervals.MIN_FOLDS:
+    return dict(row, reason=f"{len(folds)} outer folds: a fold-level test needs at least "
+                            f"{intervals.MIN_FOLDS}")
+  if max(diffs) - min(diffs) <= intervals.ZERO_SPREAD:
+    return dict(row, reason="zero variance: every outer fold gave the same difference")
+  test = stats.corrected_ttest(diffs, n_train=1.0, n_test=summary.ratio)
+  row.update({k: test[k] for k in ("t", "df", "se")}, ratio=summary.ratio)
+  low, high = test["ci95"]
+  if low < -1.0 or high > 1.0:
+    return dict(row, reason="the interval would leave the difference's range [-1, 1]")
+  return dict(row, ci95=[float(low), float(high)], p=float(test["p"]), estimable=True)
 
 
-def bootstrap_row(a, b, summary):
-  """The paired subject bootstrap of the pooled AUROC difference A - B."""
-  pa, pb = summary.pooled[a], summary.pooled[b]
-  diff = metrics.bootstrap_difference(pa["estimate"]["auroc"], pb["estimate"]["auroc"],
-                                      pa["replicates"]["auroc"], pb["replicates"]["auroc"])
-  return {"a": a, "b": b, "metric": "auroc", "test": TEST_BOOTSTRAP, "level": "image, pooled",
-          "estimate_a": pa["estimate"]["auroc"], "estimate_b": pb["estimate"]["auroc"], **diff}
+def bootstrap_row(a, b, level, metric, summary):
+  """The paired fold-wise bootstrap of A - B (same subject draws; trainings resampled)."""
+  row = _base(a, b, level, metric, TEST_BOOTSTRAP)
+  boot = summary.boot[level]
+  if a not in boot or b not in boot:
+    return dict(row, reason="a model is missing")
+  key = _boot_key(metric)
+  ba, bb = boot[a], boot[b]
+  d = stats.bootstrap_difference(ba["estimate"][key], bb["estimate"][key], ba["replicates"][key],
+                                 bb["replicates"][key])
+  row.update(diff=d["diff"], n_resamples=d["n_resamples"])
+  ci = d["ci95"]
+  if not all(math.isfinite(x) for x in ci):
+    return dict(row, reason="undefined in every resample")
+  if ci[1] - ci[0] <= intervals.ZERO_SPREAD:
+    return dict(row, reason="zero variance: every resample gave the same difference")
+  return dict(row, ci95=[float(x) for x in ci], p=d["p"], estimable=True)
 
 
-def compare(summary):
-  """The comparisons table: REFERENCE vs every other model, Holm-adjusted over the whole table.
+def primary_family(summary, primary: primary_lib.Primary) -> dict:
+  """The primary family with Holm over it alone; report.json's `primary`."""
+  rows = [t_row(a, b, primary.level, primary.metric, summary) for a, b in primary.comparisons]
+  p = [r["p"] if r["estimable"] else math.nan for r in rows]
+  adjusted = stats.holm(p)
+  family = int(np.isfinite(p).sum())
+  for row, p_holm in zip(rows, adjusted):
+    if row["estimable"]:
+      row["p_holm"] = float(p_holm)
+      row["significant"] = bool(p_holm < ALPHA)
+    else:
+      row["significant"] = False
+    row["family"] = family
+    row["sentence"] = sentence(row)
+  return {**primary.to_json(), "comparisons": rows, "family": family, "alpha": ALPHA,
+          "test": TEST_T}
 
-  Args:
-    summary: the aggregate.Summary.
 
-  Returns:
-    list of {"a", "b", "metric", "diff", "ci95", "p", "p_holm", "test", "significant",
-    "sentence", ...}; empty when REFERENCE is absent or alone.
-  """
+def secondary(summary, primary: primary_lib.Primary) -> list:
+  """Every other comparison: exploratory, no Holm, no verdict."""
   names = [m["name"] for m in summary.models]
   if REFERENCE not in names:
     return []
+  taken = {(a, b, primary.level, primary.metric) for a, b in primary.comparisons}
   rows = []
   for b in names:
     if b == REFERENCE:
       continue
-    rows += [t_test_row(REFERENCE, b, metric, summary) for metric in T_TEST_METRICS]
-    rows.append(bootstrap_row(REFERENCE, b, summary))
-  adjusted = metrics.holm([r["p"] for r in rows])
-  finite = int(np.isfinite([r["p"] for r in rows]).sum())
-  for row, p_holm in zip(rows, adjusted):
-    row["p_holm"] = float(p_holm)
-    row["family"] = finite
-    row["significant"] = bool(math.isfinite(p_holm) and p_holm < ALPHA)
+    for level, metric in SECONDARY + ((primary.level, primary.metric),):
+      if (REFERENCE, b, level, metric) in taken or any(
+          (r["b"], r["level"], r["metric"]) == (b, level, metric) for r in rows):
+        continue
+      rows.append(t_row(REFERENCE, b, level, metric, summary))
+    rows.append(bootstrap_row(REFERENCE, b, primary.level, primary.metric, summary))
+  for row in rows:
+    row["exploratory"] = True
     row["sentence"] = sentence(row)
   return rows
+
+
+def compare(summary, primary: primary_lib.Primary):
+  """(report.json's `primary`, its secondary `comparisons`)."""
+  return primary_family(summary, primary), secondary(summary, primary)
 
 
 # --------------------------------------------------------------------------- wording
 
 
 def p_text(p):
-  """0.71, 0.043, 0.004, '< 0.001'; 'n/a' when undefined.
-
-  Below P_FLOOR a p-value is only "< P_FLOOR" (a 2,000-resample bootstrap cannot resolve less, and
-  nobody should read more into a t tail); below ALPHA it keeps three decimals so that values near
-  the threshold are not rounded across it.
-  """
+  """0.71, 0.043, 0.004, '< 0.001'; 'n/a' when undefined."""
   if p is None or not math.isfinite(p):
     return "n/a"
   if p < P_FLOOR:
@@ -124,46 +170,50 @@ def p_clause(label, p):
 
 
 def _interval(ci):
-  low, high = ci
-  if not (math.isfinite(low) and math.isfinite(high)):
+  if not ci or not all(math.isfinite(x) for x in ci):
     return "[n/a]"
-  return f"[{low:.2f}, {high:.2f}]"
+  return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def metric_label(level, metric):
+  return f"{level}-level {METRIC_LABELS.get(metric, metric)}"
 
 
 def sentence(row):
   """One plain sentence for one comparison, e.g.
 
-  "NASRL vs RandomSearch: AUROC +0.01 [-0.05, 0.07], adjusted p = 0.71 (paired subject bootstrap
-  of pooled out-of-fold predictions): no significant difference at this budget."
+  "NASRL vs VGG19: subject-level AUROC +0.01 [-0.05, 0.07], adjusted p = 0.71 (Nadeau-Bengio
+  corrected t-test over outer folds, 5 folds): no significant difference at this budget."
   """
-  metric = METRIC_LABELS.get(row["metric"], row["metric"])
-  head = f"{row['a']} vs {row['b']}: {metric}"
-  if not math.isfinite(row.get("diff", math.nan)) or not math.isfinite(row.get("p", math.nan)):
-    return f"{head}: no test was possible ({row.get('note') or 'no usable folds'})."
+  head = f"{row['a']} vs {row['b']}: {metric_label(row['level'], row['metric'])}"
+  if not row["estimable"]:
+    diff = (f" (difference of the means {row['diff']:+.2f})"
+            if isinstance(row.get("diff"), float) and math.isfinite(row["diff"]) else "")
+    return f"{head}: not estimable ({row['reason']}){diff}."
   how = TEST_LABELS[row["test"]]
   if row["test"] == TEST_T:
-    how = f"{how} over {row['k']} outer folds"
+    how = f"{how}, {row['k']} folds"
+  if row.get("exploratory"):
+    return (f"{head} {row['diff']:+.2f} {_interval(row['ci95'])}, "
+            f"{p_clause('unadjusted p', row['p'])} ({how}): exploratory.")
   head = (f"{head} {row['diff']:+.2f} {_interval(row['ci95'])}, "
           f"{p_clause('adjusted p', row['p_holm'])} ({how})")
   if row["significant"]:
     higher = row["a"] if row["diff"] > 0 else row["b"]
-    verdict = (f"{higher} is higher, significant after Holm adjustment over {row['family']} "
-               "comparisons")
-  elif row["p"] < ALPHA:
-    verdict = (f"not significant after Holm adjustment over {row['family']} comparisons "
-               f"({p_clause('unadjusted p', row['p'])}); no difference can be claimed at this "
-               "budget")
-  else:
-    verdict = "no significant difference at this budget"
-  return f"{head}: {verdict}."
+    if row["metric"] == "brier":
+      higher = row["b"] if row["diff"] > 0 else row["a"]
+      return (f"{head}: {higher} has the lower (better) Brier score, significant after Holm "
+              f"adjustment over the {row['family']} primary comparisons.")
+    return (f"{head}: {higher} is higher, significant after Holm adjustment over the "
+            f"{row['family']} primary comparisons.")
+  if row["p"] < ALPHA:
+    return (f"{head}: not significant after Holm adjustment over the {row['family']} primary "
+            f"comparisons ({p_clause('unadjusted p', row['p'])}); no difference can be claimed.")
+  return f"{head}: no significant difference at this budget."
 
 
 def one_class_sentence(entry):
-  """'' or a sentence when some test trainings called every test image one class at 0.5.
-
-  Short trainings can rank the classes (AUROC above chance) while every P(fatty) sits on one side
-  of 0.5; Table 1's sensitivity 1 / specificity 0 then says nothing about the ranking.
-  """
+  """'' or a sentence when some test trainings called every test image one class at 0.5."""
   counts = {"fatty": 0, "normal": 0}
   for f in entry.get("folds") or []:
     image = (f.get("metrics") or {}).get("image") or {}
@@ -180,21 +230,37 @@ def one_class_sentence(entry):
     return ""
   return (f"{entry['name']} called every test image " + " and ".join(parts) +
           " at threshold 0.5: its probabilities are not calibrated at this budget, so Table 1's "
-          "sensitivity and specificity say little; its AUROC and the validation-threshold table "
-          "are the figures to read.")
+          "sensitivity and specificity say little; read its AUROC and the clinical metrics at "
+          "the validation threshold.")
 
 
-def learned_sentence(entry):
-  """Whether a model learned: its mean AUROC over outer folds against chance, with the CI."""
-  auroc = entry["auroc"]
-  mean, (low, high) = auroc["mean"], auroc["ci95"]
-  name = entry["name"]
-  if not all(math.isfinite(x) for x in (mean, low, high)):
+def covers_text(covers):
+  return ", ".join(c.replace("_", " ") for c in covers or []) or "n/a"
+
+
+def learned_sentence(entry, level="subject"):
+  """Whether a model learned: AUROC interval above chance and no near-constant training."""
+  auroc = (entry if level == "image" else entry["subject"])["auroc"]
+  name, mean = entry["name"], auroc.get("mean")
+  if mean is None or not math.isfinite(mean):
     return f"{name}: AUROC undefined (no test part held both classes)."
-  text = f"AUROC {mean:.2f} {_interval((low, high))}"
+  what = f"{level}-level AUROC {mean:.2f}"
+  degenerate = entry.get("degenerate_trainings") or 0
+  n = entry.get("trainings") or len(entry.get("folds") or [])
+  near = (f"{degenerate} of its {n} test trainings {'is' if degenerate == 1 else 'are'} "
+          f"near-constant (see Degenerate trainings)")
+  if not auroc.get("estimable"):
+    return (f"{name}: {what}, interval not estimable ({auroc.get('reason')}); whether it learned "
+            "cannot be said" + (f", and {near}." if degenerate else "."))
+  low, high = auroc["ci95"]
+  text = f"{what} {_interval((low, high))} (covers {covers_text(auroc.get('ci_covers'))})"
+  if low > CHANCE_AUROC and not degenerate:
+    return (f"{name} learned: {text}, above chance ({CHANCE_AUROC}), and none of its {n} test "
+            "trainings is near-constant.")
   if low > CHANCE_AUROC:
-    return f"{name} learned: {text}, above chance ({CHANCE_AUROC})."
+    return f"{name} did not clearly learn: {text} is above chance, but {near}."
   if high < CHANCE_AUROC:
     return (f"{name} is below chance: {text}, under {CHANCE_AUROC} (its scores rank the classes "
             "backwards: check the label coding).")
-  return f"{name} did not clearly learn: {text} includes chance ({CHANCE_AUROC})."
+  return (f"{name} did not clearly learn: {text} includes chance ({CHANCE_AUROC})"
+          + (f"; {near}." if degenerate else "."))

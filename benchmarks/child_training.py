@@ -139,7 +139,7 @@ def bench_arch(name, arch, config, data, split, sizes, peak, args, phases) -> di
   for _ in range(3):
     t0 = time.perf_counter()
     state, _, m = common.block(progs.evaluate(state, data.images, data.labels, split_dev.eval_idx,
-                                              split_dev.eval_w, zero))
+                                              split_dev.eval_w, split_dev.class_weight, zero))
     evals.append(time.perf_counter() - t0)
     if metrics is None:  # The first evaluation's train loss covers every step above.
       metrics = np.asarray(m)

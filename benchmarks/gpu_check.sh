@@ -19,6 +19,9 @@
 #   4 vmap_cv bf16: smallest and a sampled child, 4 folds x 1 epoch, sequential, vmap chunks 2
 #     and 4, the unrolled batch                      -> vmapped vs sequential CV (split_batching)
 #   5 inference bf16: VGG19 and the found-like model -> batch-1 FPS (target >= 1,000)
+#   6 paper recipe: VGG19 at 224 px, full width, the default (paper) config's recipe, 2 outer
+#     folds of tuning cohort 1 (benchmarks/recipes.py)  -> does the paper recipe learn (subject
+#                                                       AUROC CI above 0.5, no degenerate training)
 # Then benchmarks/summary.py prints one table against the targets. JSONs and logs go to $OUT when
 # set (the run tool brings them back), else to benchmarks/results/gpu/.
 #
@@ -28,6 +31,8 @@
 # results in /tmp/gpu_check_dry unless $OUT is set). tests/test_benchmarks.py runs it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# The interpreter: $PYTHON (the tests pass theirs: sys.executable), else python3 from PATH.
+PY="${PYTHON:-python3}"
 T0=$(date +%s)
 TOY="1x64 | 1x64 | 1x64 | 1x64 | 1x64"
 if [ "${DRY_RUN:-0}" = 1 ]; then
@@ -40,7 +45,8 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   SEARCH=(--config=tiny --data=random --epochs=1 --steps=1 --children=2 --strategy=random
           --warm=0 --repeat_children=0 --aot_children=0)
   VMAP=(--config=tiny --archs=vgg19 --folds=2 --chunks=2 --epochs=1 --forms=vmap,unrolled)
-  T_CHILD=90 T_F32=90 T_SEARCH=150 T_VMAP=150 T_FPS=60
+  T_CHILD=90 T_F32=90 T_SEARCH=150 T_VMAP=150 T_FPS=60 T_PAPER=120
+  RECIPE=(--variant=tiny --recipes=train.epochs=1 --children=0 --folds=2)
 else
   RES="${OUT:-benchmarks/results/gpu}"
   PAPER=(--size=224 --width=1.0)
@@ -52,7 +58,8 @@ else
           --aot_children=2 --budget_seconds=100)
   VMAP=(--config=paper --archs=smallest,sampled --folds=4 --chunks=2,4 --epochs=1
         --forms=vmap,unrolled)
-  T_CHILD=95 T_F32=40 T_SEARCH=110 T_VMAP=80 T_FPS=35
+  T_CHILD=95 T_F32=40 T_SEARCH=110 T_VMAP=80 T_FPS=35 T_PAPER=150
+  RECIPE=(--variant=paper --recipes=base --children=0 --folds=2)
 fi
 mkdir -p "$RES"
 
@@ -60,14 +67,14 @@ echo "== setup"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 IMPORTS="import jax, flax, optax, ml_collections, tqdm, tensorboardX, sklearn; \
 print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
-if ! python3 -c "$IMPORTS" 2>/dev/null; then
+if ! "$PY" -c "$IMPORTS" 2>/dev/null; then
   if ! ls .whl/*.whl >/dev/null 2>&1; then
     echo "no wheels in .whl/: run 'bash benchmarks/fetch_wheels.sh' here and carry .whl" >&2
     exit 2
   fi
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 2
+  "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 2
   export PYTHONPATH="/tmp/site:$PYTHONPATH"
-  python3 -c "$IMPORTS" || exit 2
+  "$PY" -c "$IMPORTS" || exit 2
 fi
 # Benchmarks use their own cache settings; keep any outer setting from changing them.
 unset JAX_COMPILATION_CACHE_DIR
@@ -84,22 +91,24 @@ stage() {  # stage NAME TIMEOUT_S CMD... : runs with a timeout (the whole proces
   [ "${RC[$name]}" = 124 ] && echo "!! $name timed out after ${limit}s (finished rows are kept)"
 }
 
-stage child_training_bf16 "$T_CHILD" python3 benchmarks/child_training.py "${CHILD[@]}" \
+stage child_training_bf16 "$T_CHILD" "$PY" benchmarks/child_training.py "${CHILD[@]}" \
   "${PAPER[@]}" --dtype=bfloat16 --archs="${CHILD_ARCHS[0]}" --steps=$STEPS \
   --max_seconds_per_arch=8 \
   --name=child_training_bf16 --results_dir="$RES"
-stage child_training_f32 "$T_F32" python3 benchmarks/child_training.py "${CHILD[@]}" \
+stage child_training_f32 "$T_F32" "$PY" benchmarks/child_training.py "${CHILD[@]}" \
   "${PAPER[@]}" --dtype=float32 --archs="${F32_ARCHS[0]}" --steps=$STEPS --max_seconds_per_arch=6 \
   --name=child_training_f32 --results_dir="$RES"
-stage search_throughput "$T_SEARCH" python3 benchmarks/search_throughput.py "${SEARCH[@]}" \
+stage search_throughput "$T_SEARCH" "$PY" benchmarks/search_throughput.py "${SEARCH[@]}" \
   "${PAPER[@]}" --dtype=$DTYPE --name=search_throughput --results_dir="$RES"
-stage vmap_cv "$T_VMAP" python3 benchmarks/vmap_cv.py "${VMAP[@]}" "${PAPER[@]}" \
+stage vmap_cv "$T_VMAP" "$PY" benchmarks/vmap_cv.py "${VMAP[@]}" "${PAPER[@]}" \
   --dtype=$DTYPE --name=vmap_cv --results_dir="$RES"
-stage inference "$T_FPS" python3 benchmarks/inference.py "${PAPER[@]}" --dtype=$DTYPE \
+stage inference "$T_FPS" "$PY" benchmarks/inference.py "${PAPER[@]}" --dtype=$DTYPE \
   --archs="${FPS_ARCHS[0]}" --iters=$(( STEPS * 13 )) --batch=64 --name=inference \
   --results_dir="$RES"
+stage paper_recipe "$T_PAPER" "$PY" benchmarks/recipes.py "${RECIPE[@]}" --cohort_seed=1 \
+  --name=paper_recipe --results_dir="$RES" --workdir=/tmp/gpu_check_recipe
 
 echo
 echo "== summary ($(( $(date +%s) - T0 ))s in all; stage exit codes:$(for k in "${!RC[@]}"; do
   printf ' %s=%s' "$k" "${RC[$k]}"; done))"
-python3 benchmarks/summary.py --results_dir="$RES" --children=200 2>&1 | tee "$RES/summary.log"
+"$PY" benchmarks/summary.py --results_dir="$RES" --children=200 2>&1 | tee "$RES/summary.log"

@@ -121,8 +121,8 @@ class Unrolled:
     return tuple(self.core.step(s, images, labels, sp) for s, sp in zip(states, splits))
 
   def _evaluate(self, states, images, labels, splits, use_best):
-    outs = [self.core.evaluate(s, images, labels, sp.eval_idx, sp.eval_w, use_best)
-            for s, sp in zip(states, splits)]
+    outs = [self.core.evaluate(s, images, labels, sp.eval_idx, sp.eval_w, sp.class_weight,
+                               use_best) for s, sp in zip(states, splits)]
     return tuple(o[0] for o in outs), jnp.stack([o[2] for o in outs])
 
   def _members(self, keys, splits, members, data):

@@ -35,6 +35,7 @@ class ChildSpec:
   batch_norm: bool = False
   width_multiplier: float = 1.0
   dtype: str = "float32"
+  min_width: int = 0  # No conv layer narrower than this after scaling (0 = no floor).
 
   def __post_init__(self):
     object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
@@ -48,10 +49,13 @@ class ChildSpec:
     return cls(tuple(input_shape), int(num_classes), config.model.head,
                int(config.model.dense_units), float(config.model.dropout),
                bool(config.model.batch_norm), float(config.space.width_multiplier),
-               config.train.dtype)
+               config.train.dtype, int(config.model.min_width))
 
   def width(self, nominal: int) -> int:
-    return max(1, int(round(nominal * self.width_multiplier)))
+    """Channels of a layer of `nominal` filters: scaled by the width multiplier, at least
+    `min_width` (a scaled-down 64-filter layer of 4 channels is a bottleneck the paper's
+    full-width space never has)."""
+    return max(1, self.min_width, int(round(nominal * self.width_multiplier)))
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
@@ -227,13 +231,14 @@ def abstract_state(arch: space_lib.Architecture, spec: ChildSpec):
 
 
 def count_params(arch: space_lib.Architecture, input_shape=(224, 224, 1), num_classes=2,
-                 head="vgg", batch_norm=False, dense_units=4096, width_multiplier=1.0) -> int:
+                 head="vgg", batch_norm=False, dense_units=4096, width_multiplier=1.0,
+                 min_width=0) -> int:
   """Trainable parameters (weights + biases, BN scale/offset), computed from shapes only.
 
   `count_params(VGG19)` is 139,577,282, the paper's Table 1 figure.
   """
   spec = ChildSpec(tuple(input_shape), num_classes, head, dense_units, 0.5, batch_norm,
-                   width_multiplier)
+                   width_multiplier, min_width=min_width)
   _, params, _ = abstract_state(arch, spec)
   return int(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
 
@@ -241,7 +246,7 @@ def count_params(arch: space_lib.Architecture, input_shape=(224, 224, 1), num_cl
 def count_params_for(arch: space_lib.Architecture, spec: ChildSpec) -> int:
   """`count_params` with every setting taken from a ChildSpec."""
   return count_params(arch, spec.input_shape, spec.num_classes, spec.head, spec.batch_norm,
-                      spec.dense_units, spec.width_multiplier)
+                      spec.dense_units, spec.width_multiplier, spec.min_width)
 
 
 def activation_elements(arch: space_lib.Architecture, spec: ChildSpec) -> int:

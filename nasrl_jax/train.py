@@ -50,6 +50,7 @@ from nasrl_jax import space as space_lib
 
 PROGRAM_PREFIX = "nasrl_child_"  # compiles.py counts programs whose name starts with this.
 BALANCED_SAMPLING = "upright_sample"  # data.balance mode that samples rows instead of permuting.
+VAL_WEIGHTINGS = ("none", "class")  # config.train.val_weighting.
 
 # Callables hook(arch, splits, test_idx, tag) run before every training call: tests use them to
 # check that no test row of an outer fold ever reaches that fold's search or re-scoring.
@@ -276,6 +277,9 @@ class Recipe:
   hflip: bool
   gain: float  # Multiplicative gain jitter half-width (0 = off).
   cpu_opt_level: int  # XLA:CPU backend optimisation level of child programs (-1 = XLA's default).
+  min_epochs: int = 0  # Weights of epochs before this one are never kept (0 = any epoch).
+  val_weighting: str = "none"  # none | class: the validation NLL weighted per class like the
+  #                              training loss (the split's class weights).
 
   @classmethod
   def from_config(cls, config) -> "Recipe":
@@ -284,11 +288,17 @@ class Recipe:
     unknown = sorted(set(augment) - {"hflip", "gain"})
     if unknown:
       raise ValueError(f"config.data.augment has unknown entries {unknown}; use hflip, gain")
+    if t.val_weighting not in VAL_WEIGHTINGS:
+      raise ValueError(f"config.train.val_weighting={t.val_weighting!r}: use "
+                       f"{' or '.join(VAL_WEIGHTINGS)}")
+    if isinstance(t.min_epochs, bool) or not 0 <= int(t.min_epochs) < int(t.epochs):
+      raise ValueError(f"config.train.min_epochs={t.min_epochs!r}: must be an integer in "
+                       f"[0, train.epochs)")
     return cls(int(t.epochs), int(t.batch_size), int(t.eval_batch_size), str(t.optimizer),
                float(t.learning_rate), float(t.warmup_epochs), float(t.weight_decay),
                d.balance == "rot90", "balanced" if d.balance == BALANCED_SAMPLING else "permute",
                "hflip" in augment, float(d.gain_jitter) if "gain" in augment else 0.0,
-               int(t.cpu_opt_level))
+               int(t.cpu_opt_level), int(t.min_epochs), str(t.val_weighting))
 
 
 class Programs(NamedTuple):
@@ -401,9 +411,10 @@ class _Core:
     return state.replace(params=optax.apply_updates(state.params, updates), batch_stats=stats,
                          opt_state=opt_state, step=t + 1, loss_sum=state.loss_sum + loss)
 
-  def evaluate(self, state: TrainState, images, labels, idx, w, use_best):
+  def evaluate(self, state: TrainState, images, labels, idx, w, class_weight, use_best):
     """Scores rows `idx` (weights `w`). use_best=0: the current weights, validation bookkeeping
     (best weights, epoch loss reset); use_best=1: the kept weights, state unchanged.
+    `class_weight` [classes] weighs the validation NLL when recipe.val_weighting is "class".
 
     Returns (state, probs float32[num_eval, classes], metrics [val_acc, val_nll, train_loss]).
     """
@@ -419,13 +430,18 @@ class _Core:
     y = labels[idx]
     n = jnp.maximum(jnp.sum(w), 1.0)
     nll = -jnp.take_along_axis(logp, y[:, None], 1)[:, 0]
-    val_loss = jnp.sum(nll * w) / n
+    # The loss that keeps weights (and makes the val_nll reward): weighted like the training loss
+    # when asked, so a model the class weights push towards balance is not scored against the
+    # prevalence. A weighted mean: the same scale as the unweighted NLL.
+    lw = w * class_weight[y] if self.recipe.val_weighting == "class" else w
+    val_loss = jnp.sum(nll * lw) / jnp.maximum(jnp.sum(lw), 1e-12)
     val_acc = jnp.sum((jnp.argmax(logp, -1) == y) * w) / n
     train_loss = state.loss_sum / self.steps_per_epoch
     evaluating = use_best == 0
-    better = evaluating & (val_loss < state.best_loss)  # NaN never counts as better.
-    pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(better, a, b), new, old)
     epoch = state.step // self.steps_per_epoch - 1
+    # NaN never counts as better; epochs before min_epochs are never kept.
+    better = evaluating & (epoch >= self.recipe.min_epochs) & (val_loss < state.best_loss)
+    pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(better, a, b), new, old)
     new = state.replace(
         best_params=pick(state.params, state.best_params),
         best_stats=pick(state.batch_stats, state.best_stats),
@@ -496,7 +512,7 @@ def _compile(core: _Core, chunk: int, device, key: str) -> Programs:
   step, evaluate = core.step, core.evaluate
   if chunk > 1:
     step = jax.vmap(step, in_axes=(0, None, None, 0))
-    evaluate = jax.vmap(evaluate, in_axes=(0, None, None, 0, 0, None))
+    evaluate = jax.vmap(evaluate, in_axes=(0, None, None, 0, 0, 0, None))
     grow = lambda x: jax.ShapeDtypeStruct((chunk,) + tuple(x.shape), x.dtype)
     state = jax.tree.map(grow, state)
     split = jax.tree.map(grow, split)
@@ -512,7 +528,7 @@ def _compile(core: _Core, chunk: int, device, key: str) -> Programs:
       state, images, labels, split).compile(compiler_options=options)
   use_best = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding)
   eval_exe = jax.jit(_named(evaluate, f"{PROGRAM_PREFIX}eval_{key}"), donate_argnums=(0,)).lower(
-      state, images, labels, split.eval_idx, split.eval_w, use_best).compile(
+      state, images, labels, split.eval_idx, split.eval_w, split.class_weight, use_best).compile(
           compiler_options=options)
   memory = _memory_bytes(step_exe)
   return Programs(step_exe, eval_exe, key, time.perf_counter() - t0, memory)
@@ -625,14 +641,15 @@ def make_train_fn(arch: space_lib.Architecture, spec: child_lib.ChildSpec, recip
       for _ in range(core.steps_per_epoch):
         state = progs.step(state, data.images, data.labels, split_dev)
       state, p, m = progs.evaluate(state, data.images, data.labels, split_dev.eval_idx,
-                                   split_dev.eval_w, zero)
+                                   split_dev.eval_w, split_dev.class_weight, zero)
       curves.append(m)
       probs.append(p)
     test = None
     if test_chunks:
       parts = []
       for idx, w in test_chunks:
-        state, p, _ = progs.evaluate(state, data.images, data.labels, idx, w, one)
+        state, p, _ = progs.evaluate(state, data.images, data.labels, idx, w,
+                                     split_dev.class_weight, one)
         parts.append(p)
       test = jnp.concatenate(parts, axis=-2)
     return state, jnp.stack(curves), jnp.stack(probs), test

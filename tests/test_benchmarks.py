@@ -27,6 +27,7 @@ from benchmarks import common  # pylint: disable=g-import-not-at-top
 from benchmarks import controller_toy  # pylint: disable=g-import-not-at-top
 from benchmarks import host_overheads  # pylint: disable=g-import-not-at-top
 from benchmarks import inference  # pylint: disable=g-import-not-at-top
+from benchmarks import reward_fidelity  # pylint: disable=g-import-not-at-top
 from benchmarks import reward_noise  # pylint: disable=g-import-not-at-top
 from benchmarks import search_throughput  # pylint: disable=g-import-not-at-top
 from benchmarks import summary  # pylint: disable=g-import-not-at-top
@@ -257,6 +258,52 @@ def test_balance_modes_row_plan():
 # ------------------------------------------------------------------------------ smoke runs
 
 
+def test_kendall_tau_and_its_children_bootstrap_by_hand():
+  # Rewards rank 5 children exactly as their tested AUROCs: tau = 1, every resample 1 (or NaN
+  # when a resample draws one child only, left out).
+  r, a = [0.1, 0.2, 0.3, 0.4, 0.5], [0.6, 0.62, 0.7, 0.71, 0.8]
+  out = reward_fidelity.kendall(r, a, n_boot=500)
+  assert out["tau"] == pytest.approx(1.0) and out["tau_ci95"] == pytest.approx([1.0, 1.0])
+  # One discordant pair of 10: tau = (9 - 1) / 10 = 0.8; reversed ranks give -1.
+  assert reward_fidelity.kendall(r, [0.6, 0.62, 0.71, 0.7, 0.8])["tau"] == pytest.approx(0.8)
+  assert reward_fidelity.kendall(r, a[::-1], n_boot=200)["tau"] == pytest.approx(-1.0)
+  # A failed child (NaN reward) ranks lowest; a failed test counts as chance (0.5).
+  out = reward_fidelity.kendall([float("nan"), 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, float("nan")])
+  assert out["tau"] == pytest.approx(scipy_tau([-0.8, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.5]))
+  low, high = reward_fidelity.kendall(r, [0.7, 0.6, 0.8, 0.62, 0.71], n_boot=2000)["tau_ci95"]
+  assert -1.0 <= low < high <= 1.0
+
+
+def scipy_tau(x, y):
+  import scipy.stats  # pylint: disable=g-import-not-at-top
+  return scipy.stats.kendalltau(x, y)[0]
+
+
+def test_reward_fidelity_smoke(tmp_path, capsys, tiny_data_cache):
+  rec = reward_fidelity.main([
+      "reward_fidelity.py", "--config=" + os.path.join(ROOT, "configs/fatty_liver.py:tiny"),
+      "--children=3", "--folds=2", "--test_seeds=1", "--name=fid", f"--results_dir={tmp_path}",
+      f"--workdir={tmp_path / 'w'}", f"--config.data.cache_dir={tiny_data_cache}",
+      "--config.train.min_epochs=1"])
+  assert rec["cohort_seed"] == 1 and rec["recipe"] == "--config.train.min_epochs=1"
+  assert rec["children"] == 3 and [r["name"] for r in rec["rows"]] == [
+      "VGG19", "child0", "child1", "child2"]
+  for r in rec["rows"]:
+    assert [f["fold"] for f in r["folds"]] == [0, 1]
+    for f in r["folds"]:
+      assert f["reward"] is None or f["reward"] < 0  # val_nll rewards: minus an NLL.
+      assert len(f["test_aurocs"]) == 1 and len(f["degenerate"]) == 1
+  for k in ("tau", "tau_ci95", "children_auroc_mean", "auroc_spread", "near_constant_share",
+            "vgg19_auroc", "seconds", "command"):
+    assert k in rec
+  assert -1.0 <= rec["tau"] <= 1.0 and 0.0 <= rec["near_constant_share"] <= 1.0
+  assert _json(tmp_path / "fid.json")["tau"] == pytest.approx(rec["tau"])
+  assert "tau" in capsys.readouterr().out.strip().splitlines()[-3]
+  with pytest.raises(SystemExit) as e:
+    reward_fidelity.main(["reward_fidelity.py", "--children=2"])
+  assert e.value.code == 2
+
+
 def test_controller_toy_smoke(tmp_path, capsys):
   rec = controller_toy.main(["controller_toy.py", "--samples=32", "--seeds=1", "--children=8",
                              "--lrs=4e-3", "--window=8", f"--results_dir={tmp_path}"])
@@ -310,12 +357,12 @@ def test_reward_noise_smoke(tmp_path, capsys):
 def test_host_overheads_smoke(tmp_path, capsys):
   rec = host_overheads.main(["host_overheads.py", "--config=tiny", "--children=2", "--calls=5",
                              f"--results_dir={tmp_path}"])
-  assert [r["strategy"] for r in rec["strategies"]] == list(host_overheads.strategies.NAMES)
+  assert [r["strategy"] for r in rec["strategies"]] == list(host_overheads.strategies.names())
   for r in rec["strategies"]:
     assert all(r[k] > 0 for k in ("init_s", "ask_s_default", "ask_s_level0", "tell_s_default",
                                   "tell_s_level0"))
   assert [("init_s_uniform_draw" in r) for r in rec["strategies"]] == [
-      n == "reinforce" for n in host_overheads.strategies.NAMES]
+      n == "reinforce" for n in host_overheads.strategies.names()]
   p = rec["pytree"]
   assert p["leaves"] > 10 and p["ms_nnx_state"] > 0 and p["ms_plain_dict"] > 0
   assert [r["mode"] for r in rec["compile"]] == ["one after the other", "two at a time"]
@@ -329,7 +376,7 @@ def test_host_overheads_smoke(tmp_path, capsys):
 
 def test_gpu_check_dry_run_covers_every_stage(tmp_path):
   out = tmp_path / "gpu"
-  env = dict(os.environ, DRY_RUN="1", OUT=str(out))
+  env = dict(os.environ, DRY_RUN="1", OUT=str(out), PYTHON=sys.executable)
   env.pop("XLA_FLAGS", None)
   proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh")], env=env,
                         cwd=ROOT, capture_output=True, text=True, check=False)
@@ -339,7 +386,7 @@ def test_gpu_check_dry_run_covers_every_stage(tmp_path):
   codes = text.split("stage exit codes:")[1].splitlines()[0].rstrip(")").split()
   assert sorted(codes) == sorted(f"{s}=0" for s in ("child_training_bf16", "child_training_f32",
                                                     "search_throughput", "vmap_cv",
-                                                    "inference")), codes
+                                                    "inference", "paper_recipe")), codes
 
   for name, dtype in (("child_training_bf16", "bfloat16"), ("child_training_f32", "float32")):
     rec = _json(out / f"{name}.json")
@@ -377,6 +424,10 @@ def test_gpu_check_dry_run_covers_every_stage(tmp_path):
 
   row = _json(out / "inference.json")["rows"][0]
   assert row["fps"] == pytest.approx(1e3 / row["latency_ms_median"]) and row["throughput"] > 0
+
+  row = _json(out / "recipes_paper_recipe.json")["rows"][0]  # Does the paper recipe learn?
+  assert row["model"] == "VGG19" and len(row["subject_auroc_folds"]) == 2
+  assert isinstance(row["learned"], bool) and row["degenerate"] in (0, 1, 2)
 
   text = (out / "summary.log").read_text()
   assert "cached trainers, search cold" in text and "FAIL" not in text

@@ -81,3 +81,15 @@ def test_he_init_scale():
 def test_too_small_input_is_refused():
   with pytest.raises(ValueError, match="too small"):
     child.init(VGG19, child.ChildSpec((16, 16, 1)), 0)
+
+
+def test_width_floor_never_builds_a_narrower_layer():
+  arch = Architecture((3, 3, 1, 3, 3), (64, 64, 128, 256, 512), (1, 1, 1, 1, 1))
+  spec = child.ChildSpec((32, 32, 1), 2, "gap", 16, 0.5, False, 0.0625, min_width=8)
+  _, params, _ = child.abstract_state(arch, spec)
+  widths = [params["convs"][i]["kernel"].shape[-1] for i in range(5)]
+  assert widths == [8, 8, 8, 16, 32]  # 64/16 = 4 -> 8; the others scale as before.
+  no_floor = child.ChildSpec((32, 32, 1), 2, "gap", 16, 0.5, False, 0.0625)
+  assert [no_floor.width(f) for f in arch.filters] == [4, 4, 8, 16, 32]
+  assert child.count_params_for(arch, spec) > child.count_params_for(arch, no_floor)
+  assert child.count_params(VGG19, min_width=8) == 139_577_282  # Full width: no layer below 8.

@@ -217,3 +217,40 @@ def test_reward_metrics_follow_the_weights_rule(setup):
   assert nll == pytest.approx(-res.best_val_loss)  # The kept weights' NLL.
   from sklearn.metrics import roc_auc_score
   assert auc == pytest.approx(roc_auc_score(y[val], res.val_probs[res.best_epoch][:, 1]))
+
+
+def test_min_epochs_never_keeps_an_earlier_epoch(setup):
+  """min_epochs = 2: epochs 0 and 1 are never kept, whatever their validation loss."""
+  c, data, _, fns = setup
+  plain = fns.train(_key(), data, _split(np.arange(100), np.arange(100, 160)))
+  c2 = c.copy_and_resolve_references()
+  c2.train.min_epochs = 2
+  res = _fns(c2, SIZES).train(_key(), data, _split(np.arange(100), np.arange(100, 160)))
+  np.testing.assert_allclose(res.val_loss, plain.val_loss, rtol=1e-6)  # Same training.
+  assert res.best_epoch >= 2
+  assert res.best_epoch == 2 + int(np.argmin(res.val_loss[2:]))
+  assert res.best_val_loss == pytest.approx(res.val_loss[2:].min(), rel=1e-6)
+  c2.train.min_epochs = c2.train.epochs
+  with pytest.raises(ValueError, match="min_epochs"):
+    train.Recipe.from_config(c2)
+
+
+def test_class_weighted_validation_loss_weighs_like_the_training_loss(setup):
+  """val_weighting=class: the validation NLL is the class-weighted mean of the per-image NLL,
+  with the split's class weights (those of the training loss)."""
+  c, data, y, _ = setup
+  c2 = c.copy_and_resolve_references()
+  c2.train.val_weighting = "class"
+  val = np.arange(100, 160)
+  split = _split(np.arange(100), val, labels=y, class_weighted=True)
+  res = _fns(c2, SIZES).train(_key(), data, split)
+  plain = _fns(c, SIZES).train(_key(), data, split)
+  np.testing.assert_allclose(res.train_loss, plain.train_loss, rtol=1e-6)  # Training unchanged.
+  w = np.asarray(split.class_weight)[y[val]]
+  for e in range(c.train.epochs):
+    nll = -np.log(res.val_probs[e][np.arange(60), y[val]])
+    assert res.val_loss[e] == pytest.approx(np.sum(w * nll) / np.sum(w), rel=1e-4)
+    assert plain.val_loss[e] == pytest.approx(np.mean(nll), rel=1e-4)
+  c2.train.val_weighting = "balanced"
+  with pytest.raises(ValueError, match="val_weighting"):
+    train.Recipe.from_config(c2)

@@ -233,7 +233,9 @@ def main():
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--lr", type=float, default=3e-3)
   parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64, 64])
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seed", type=int, default=0, help="Seed of the CV split and CNN inits.")
+  parser.add_argument("--cohort_seed", type=int, default=0,
+                      help="data.synthetic.seed (0: the evaluation cohort; 1: the tuning cohort).")
   parser.add_argument("--no_cnn", action="store_true", help="skip the CNN (for tuning)")
   parser.add_argument("--cache_dir", default="", help="'' = ~/.cache/nasrl_jax")
   parser.add_argument("--speed_sizes", type=int, nargs="*", default=[224, 96])
@@ -245,6 +247,7 @@ def main():
   config = fatty_liver.get_config()
   data_cfg = config.data
   data_cfg.cache_dir = args.cache_dir
+  data_cfg.synthetic.seed = args.cohort_seed
   t0 = time.perf_counter()
   sim, hit = synthetic.simulate_cached(data_cfg.synthetic, synthetic.cache_dir_of(data_cfg))
   sim_s = time.perf_counter() - t0

@@ -608,7 +608,7 @@ class ChildEvaluator:
       config: the experiment config (controller.reward_metric / reward, search.aot_compile).
       devices: local devices training children concurrently (default: data's device).
       keep_weights: return split 0's kept weights (top-k checkpointing).
-      tag: passed to every training call (leakage hooks, `train.TRAIN_HOOKS`).
+      tag: passed to every training call (what it is for; read by the tests' leakage checks).
       fit_check: optional (arch, fns, device) -> (reason or '', fns) (memory pre-flight,
         `preflight.make_fit_check`).
     """

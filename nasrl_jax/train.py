@@ -52,11 +52,6 @@ PROGRAM_PREFIX = "nasrl_child_"  # compiles.py counts programs whose name starts
 BALANCED_SAMPLING = "upright_sample"  # data.balance mode that samples rows instead of permuting.
 VAL_WEIGHTINGS = ("none", "class")  # config.train.val_weighting.
 
-# Callables hook(arch, splits, test_idx, tag) run before every training call: tests use them to
-# check that no test row of an outer fold ever reaches that fold's search or re-scoring.
-TRAIN_HOOKS = []
-
-
 class ChildTrainingError(RuntimeError):
   """A child whose training diverged (non-finite loss) on some split."""
 
@@ -682,12 +677,12 @@ def make_train_fn(arch: space_lib.Architecture, spec: child_lib.ChildSpec, recip
   def train_many(keys, data: DeviceData, splits: Sequence[Split], test_idx=None, tag=None):
     """Trains one run per (key, split); test_idx: rows scored with the kept weights at the end.
 
-    `tag` is handed to `TRAIN_HOOKS` only (what the call is for: outer fold, search/final...).
+    `tag` says what the call is for ({"phase", "outer", ...}); the training ignores it (the tests'
+    leakage checks read it by wrapping the trainer factory).
     """
+    del tag
     if len(keys) != len(splits):
       raise ValueError(f"{len(keys)} keys for {len(splits)} splits")
-    for hook in TRAIN_HOOKS:
-      hook(arch, splits, test_idx, tag)
     device = data.device
     labels_np = data.host_labels
     n_test = 0 if test_idx is None else len(test_idx)

@@ -2,7 +2,9 @@
 temporary JAX compilation cache per test session, so tests never read or write the user's cache.
 """
 
+import contextlib
 import importlib.util
+import json
 import os
 import sys
 
@@ -32,13 +34,38 @@ def compile_cache_flag():
   return f"--config.compile_cache_dir={os.environ.get(CACHE_ENV, '')}"
 
 
+@contextlib.contextmanager
+def hooked_trainings(hook):
+  """Calls hook(arch, splits, test_idx, tag) before every training of the code under test.
+
+  A test-only hook: it wraps `train.TrainerFactory.__call__` so that every `TrainFns.train` and
+  `train_many` it hands out reports first (the leakage checks, the kill points of the resume
+  tests); the package itself has no hook list.
+  """
+  from nasrl_jax import train  # pylint: disable=g-import-not-at-top
+  original = train.TrainerFactory.__call__
+
+  def call(self, arch):
+    fns = original(self, arch)
+
+    def train_many(keys, data, splits, test_idx=None, tag=None):
+      hook(arch, splits, test_idx, tag)
+      return fns.train_many(keys, data, splits, test_idx, tag)
+
+    def train_one(key, data, split, test_idx=None, tag=None):
+      return train_many([key], data, [split], test_idx, tag)[0]
+
+    return fns._replace(train_many=train_many, train=train_one)
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(train.TrainerFactory, "__call__", call)
+    yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_compile_cache(tmp_path_factory):
   """One empty compilation cache per test session (shared by the xdist workers of a session)."""
-  root = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):
-    root = root.parent
-  path = root / "jax_compile_cache"
+  path = _session_root(tmp_path_factory) / "jax_compile_cache"
   path.mkdir(exist_ok=True)
   os.environ[CACHE_ENV] = str(path)
   from nasrl_jax import io_utils
@@ -49,10 +76,7 @@ def session_compile_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_data_cache(tmp_path_factory):
   """A simulator cache folder shared by the session's workers (renders are written atomically)."""
-  root = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):
-    root = root.parent
-  path = root / "data_cache"
+  path = _session_root(tmp_path_factory) / "data_cache"
   path.mkdir(exist_ok=True)
   return str(path)
 
@@ -70,29 +94,51 @@ class TinyRun:
     self.results, self.calls = results, calls  # calls: one dict per training call (hooked).
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, session_compile_cache):
-  """The whole pipeline on the tiny config, once per session, every training call recorded.
+def _session_root(tmp_path_factory):
+  """The folder every xdist worker of this session shares (the workers' common parent)."""
+  root = tmp_path_factory.getbasetemp()
+  return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
 
-  Tests that use it carry `pytestmark = pytest.mark.xdist_group("tiny_run")`, so they share one
-  xdist worker and the run happens once.
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, session_compile_cache, tiny_data_cache):
+  """The whole pipeline on the tiny config, once per session for all xdist workers.
+
+  The first worker to ask runs it (every training call recorded) under a file lock in the
+  session's shared folder and writes the results and the recorded calls there; the others wait
+  for the lock and read them. So the tests that use it spread over the workers instead of being
+  pinned to one. Tests must not write into `tiny_run.workdir` (copy it first).
   """
   del session_compile_cache
-  from nasrl_jax import pipeline, train
-  base = tmp_path_factory.mktemp("tiny_run")
+  import fcntl  # pylint: disable=g-import-not-at-top  (POSIX; the suite runs on Linux)
+  base = _session_root(tmp_path_factory) / "tiny_run"
+  base.mkdir(exist_ok=True)
   config = load_config("tiny")
-  config.data.cache_dir = str(base / "data_cache")
+  config.data.cache_dir = tiny_data_cache
+  done = base / "done.json"
+  with open(base / "lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not done.exists():
+      _run_tiny(config, base / "w", done)
+    saved = json.loads(done.read_text())
+  calls = [dict(c, used=set(c["used"]), val=set(c["val"]),
+                test=None if c["test"] is None else set(c["test"])) for c in saved["calls"]]
+  return TinyRun(base / "w", tiny_data_cache, config, saved["results"], calls)
+
+
+def _run_tiny(config, workdir, done):
+  from nasrl_jax import io_utils, pipeline  # pylint: disable=g-import-not-at-top
   calls = []
 
   def record(arch, splits, test_idx, tag):
-    calls.append({"arch": str(arch), "used": set().union(*[s.used_indices() for s in splits]),
-                  "val": set().union(*[set(np.asarray(s.eval_idx).tolist()) for s in splits]),
-                  "test": None if test_idx is None else set(np.asarray(test_idx).tolist()),
+    calls.append({"arch": str(arch),
+                  "used": sorted(set().union(*[s.used_indices() for s in splits])),
+                  "val": sorted(set().union(*[set(np.asarray(s.eval_idx).tolist())
+                                              for s in splits])),
+                  "test": None if test_idx is None else sorted(np.asarray(test_idx).tolist()),
                   "tag": dict(tag or {})})
 
-  train.TRAIN_HOOKS.append(record)
-  try:
-    results = pipeline.run(config, str(base / "w"), command="tests/conftest.py tiny_run")
-  finally:
-    train.TRAIN_HOOKS.remove(record)
-  return TinyRun(base / "w", str(base / "data_cache"), config, results, calls)
+  with hooked_trainings(record):
+    results = pipeline.run(config, str(workdir), command="tests/conftest.py tiny_run")
+  io_utils.atomic_write_json(str(done), io_utils.to_json_safe({"results": results,
+                                                                "calls": calls}))

@@ -3,7 +3,7 @@
   python tests/pipeline_worker.py WORKDIR CACHE_DIR [--kill=PHASE:N] [--umask=OCTAL]
       [--distributed=ADDRESS,NUM_PROCESSES,PROCESS_ID] [KEY=VALUE...]
 
-PHASE is search | rescore | final (the `tag["phase"]` of `train.TRAIN_HOOKS`); the process kills
+PHASE is search | rescore | final (the training call's `tag["phase"]`); the process kills
 itself when asked to start its N-th training of that phase (0-based), a deterministic stand-in for
 a dropped Colab session there. KEY=VALUE override config fields (values as Python literals).
 """
@@ -16,8 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nasrl_jax import pipeline  # pylint: disable=g-import-not-at-top
-from nasrl_jax import train  # pylint: disable=g-import-not-at-top
-from tests.conftest import load_config  # pylint: disable=g-import-not-at-top
+from tests.conftest import hooked_trainings, load_config  # pylint: disable=g-import-not-at-top
 
 
 def main(argv):
@@ -57,8 +56,10 @@ def main(argv):
           os.kill(os.getpid(), signal.SIGKILL)
         seen["n"] += 1
 
-    train.TRAIN_HOOKS.append(hook)
-  pipeline.run(c, workdir, command="tests/pipeline_worker.py")
+    with hooked_trainings(hook):
+      pipeline.run(c, workdir, command="tests/pipeline_worker.py")
+  else:
+    pipeline.run(c, workdir, command="tests/pipeline_worker.py")
   print("finished", flush=True)
 
 

@@ -2,6 +2,7 @@
 
   python tests/scaleout_worker.py WORKDIR                       # all local devices, one process
   python tests/scaleout_worker.py WORKDIR ADDRESS NUM_PROC ID   # one of NUM_PROC processes
+  scaleout_worker.run(WORKDIR)                                  # in the test's own process
 
 Run with XLA_FLAGS=--xla_force_host_platform_device_count=4 for 4 CPU devices.
 """
@@ -14,15 +15,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from nasrl_jax import child, rng, search, train  # pylint: disable=g-import-not-at-top
-from tests.conftest import load_config  # pylint: disable=g-import-not-at-top
+from nasrl_jax import child, io_utils, rng, search, train  # pylint: disable=g-import-not-at-top
+from tests.conftest import CACHE_ENV, load_config  # pylint: disable=g-import-not-at-top
 
 
-def main(argv):
-  if len(argv) > 2:
-    jax.distributed.initialize(coordinator_address=argv[2], num_processes=int(argv[3]),
-                               process_id=int(argv[4]), coordinator_bind_address=argv[2],
-                               initialization_timeout=120)
+def run(workdir):
+  """The search in this process (its devices, and its peers if jax.distributed is up)."""
   c = load_config("quick")
   c.space.blocks = (1, 1, 1, 1, 1)
   c.search.num_steps = 2
@@ -34,7 +32,7 @@ def main(argv):
   c.model.batch_norm = True
   c.controller.reward_metric = "val_accuracy"  # Compared exactly across device counts.
   c.data.augment = ()
-  c.compile_cache_dir = ""
+  c.train.cpu_opt_level = 0  # Compile-bound: see the tiny config.
   c.log_every_s = 1e9
   r = np.random.default_rng(0)
   y = (np.arange(48) % 2).astype(np.int32)
@@ -48,9 +46,18 @@ def main(argv):
   local = search.ChildEvaluator(factory, data, splits, keys, config=c,
                                 devices=jax.local_devices())
   ev = search.DistributedEvaluator(local) if jax.process_count() > 1 else local
-  search.run_search(c, ev, argv[1], strategy="reinforce", seed=0)
+  search.run_search(c, ev, workdir, strategy="reinforce", seed=0)
   local.close()
-  print("devices", len(jax.local_devices()), "processes", jax.process_count(), flush=True)
+  return f"devices {len(jax.local_devices())} processes {jax.process_count()}"
+
+
+def main(argv):
+  if len(argv) > 2:
+    jax.distributed.initialize(coordinator_address=argv[2], num_processes=int(argv[3]),
+                               process_id=int(argv[4]), coordinator_bind_address=argv[2],
+                               initialization_timeout=120)
+  io_utils.enable_compile_cache(os.environ.get(CACHE_ENV, ""))  # The test session's cache.
+  print(run(argv[1]), flush=True)
 
 
 if __name__ == "__main__":

@@ -100,5 +100,3 @@ def test_rescore_uses_fresh_seeds_and_records_mean_and_sd(tmp_path, tiny_run):
   rescores = [c for c in tiny_run.calls if c["tag"]["phase"] == "rescore"]
   assert len(rescores) == len(rows)
 
-
-pytestmark = pytest.mark.xdist_group("tiny_run")

@@ -73,7 +73,6 @@ def test_parameters_cell_defaults():
   assert all(isinstance(node, ast.Assign) for node in tree.body)
 
 
-@pytest.mark.xdist_group("tiny_run")
 def test_notebook_runs_tiny_pipeline_on_cpu(tmp_path, monkeypatch, tiny_run):
   """The notebook on a copy of the session's tiny run: its pipeline.run resumes (nothing retrains),
   then the report, FPS, plots and predictions run as a Colab user would see them."""

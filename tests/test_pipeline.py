@@ -8,11 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import compile_cache_flag, load_config
+from tests.conftest import compile_cache_flag, hooked_trainings, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "pipeline_worker.py")
-pytestmark = pytest.mark.xdist_group("tiny_run")
 MODELS = {"NASRL", "VGG19", "RandomSearch", "Evolution"}
 # Report fields that measure the machine rather than the experiment (exempt from equality).
 MACHINE = {"date", "wall_seconds", "compile_seconds", "compile_share", "fps", "latency_ms_median",
@@ -160,32 +159,55 @@ def test_exported_model_reproduces_its_test_predictions(tiny_run):
     assert 0.0 <= model.threshold <= 1.0
 
 
-def test_rerun_resumes_without_training(tiny_run):
-  from nasrl_jax import pipeline, train
-  w = tiny_run.workdir
+def test_rerun_resumes_without_training(tiny_run, tmp_path):
+  import shutil
+  from nasrl_jax import io_utils, pipeline
+  w = tmp_path / "w"
+  shutil.copytree(tiny_run.workdir, w)  # The shared run stays as it is for the other tests.
   before = (w / "search/history.jsonl").read_text()
   calls = []
-  train.TRAIN_HOOKS.append(lambda *a: calls.append(a))
-  try:
+  with hooked_trainings(lambda *a: calls.append(a)):
     res = pipeline.run(tiny_run.config, str(w))
-  finally:
-    train.TRAIN_HOOKS.pop()
   assert not calls
   assert (w / "search/history.jsonl").read_text() == before
-  assert _strip(res["models"]) == _strip(tiny_run.results["models"])
+  assert _strip(io_utils.to_json_safe(res["models"])) == _strip(tiny_run.results["models"])
 
 
-def test_killed_mid_search_mid_rescore_and_mid_test_training_resumes_to_the_same_report(
+class _Interrupt(BaseException):
+  """Stops an in-process run at a training (BaseException: nothing in the pipeline catches it)."""
+
+
+def _stop_at(phase, n):
+  seen = {"n": 0}
+
+  def hook(arch, splits, test_idx, tag):
+    del arch, splits, test_idx
+    if (tag or {}).get("phase") == phase:
+      if seen["n"] == n:
+        raise _Interrupt(f"{phase}:{n}")
+      seen["n"] += 1
+
+  return hook
+
+
+def test_interrupted_killed_and_resumed_run_gives_the_same_report(
     tiny_run, tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  """One process-level SIGKILL (mid re-scoring, in a subprocess: torn files, nothing flushed) and
+  two in-process interruptions (mid-search, mid test training); every resume continues from the
+  files, and the finished run's report equals the uninterrupted session run's."""
+  from nasrl_jax import pipeline
   w = tmp_path / "w"
-  base = [sys.executable, WORKER, str(w), tiny_run.data_cache]
-  for kill in ("search:3", "rescore:1", "final:2"):
-    p = subprocess.run(base + [f"--kill={kill}"], env=env, capture_output=True, text=True,
-                       timeout=600)
-    assert p.returncode == -9, p.stderr[-2000:]
-  p = subprocess.run(base, env=env, capture_output=True, text=True, timeout=600)
-  assert p.returncode == 0, p.stderr[-3000:]
+  c = load_config("tiny")
+  c.data.cache_dir = tiny_run.data_cache
+  with hooked_trainings(_stop_at("search", 3)), pytest.raises(_Interrupt):
+    pipeline.run(c, str(w))
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  p = subprocess.run([sys.executable, WORKER, str(w), tiny_run.data_cache, "--kill=rescore:1"],
+                     env=env, capture_output=True, text=True, timeout=600)
+  assert p.returncode == -9, p.stderr[-2000:]
+  with hooked_trainings(_stop_at("final", 2)), pytest.raises(_Interrupt):
+    pipeline.run(c, str(w))
+  pipeline.run(c, str(w))
   assert _strip(_report(w)) == _strip(_report(tiny_run.workdir))
 
 
@@ -219,12 +241,15 @@ def test_bad_config_is_one_clear_line(tmp_path):
   assert not (tmp_path / "w" / "config.json").exists()
 
 
-def test_grade_mode_runs_end_to_end(tiny_run, tmp_path):
+def test_grade_mode_runs_end_to_end(tiny_data_cache, tmp_path):
   from nasrl_jax import pipeline
   c = load_config("tiny")
-  c.data.cache_dir = tiny_run.data_cache
+  c.data.cache_dir = tiny_data_cache
   c.data.label_mode = "grade"
-  c.search.strategies = ("random",)
+  c.search.strategies = ("random",)  # Grade mode is about labels and metrics: one strategy,
+  c.search.rescore_top_k = 0  # no re-scoring, one training per model and fold.
+  c.eval.test_seeds = 1
+  c.eval.primary = ("RandomSearch vs VGG19", "subject.auroc")
   res = pipeline.run(c, str(tmp_path / "w"))
   rep = _report(tmp_path / "w")
   assert rep["label_mode"] == "grade"

@@ -27,13 +27,14 @@ def _setup(config_factory, mode="sequential", chunk=0):
   return c, factory, train.DeviceData.from_numpy(x, y), splits, keys
 
 
-def test_a_child_that_cannot_fit_is_marked_without_training(config_factory, monkeypatch):
+def test_a_child_that_cannot_fit_is_marked_without_training(config_factory):
+  from tests.conftest import hooked_trainings  # pylint: disable=g-import-not-at-top
   c, factory, data, splits, keys = _setup(config_factory)
   calls = []
-  monkeypatch.setattr(train, "TRAIN_HOOKS", [lambda *a: calls.append(a)])
   fit = preflight.make_fit_check(factory, limit_for=lambda device: 1024)  # 1 KiB "device".
   ev = search.ChildEvaluator(factory, data, splits, keys, config=c, fit_check=fit)
-  (res,) = ev([ARCH])
+  with hooked_trainings(lambda *a: calls.append(a)):
+    (res,) = ev([ARCH])
   assert res.status == search.DOES_NOT_FIT and "does not fit" in res.error
   assert not calls  # Nothing was trained.
   # Such a child is out of every strategy update (ChildRecord.valid) and counted as its own kind.

@@ -45,10 +45,13 @@ def _free_port():
 
 
 def test_four_devices_and_two_processes_match_one_device(tmp_path):
-  one = subprocess.run([sys.executable, WORKER, str(tmp_path / "one")], env=_env(1),
-                       capture_output=True, text=True, timeout=600)
-  assert one.returncode == 0, one.stderr[-3000:]
-  assert "devices 1 processes 1" in one.stdout
+  """The 1-device reference runs in the test's own process (one device: the worker's default);
+  the 4-device and 2-process runs need processes of their own."""
+  sys.path.insert(0, HERE)
+  import scaleout_worker  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  assert len(jax.local_devices()) == 1 and jax.process_count() == 1
+  assert scaleout_worker.run(str(tmp_path / "one")) == "devices 1 processes 1"
   reference = _rows(tmp_path / "one")
   assert len(reference[0]) == 8
 
@@ -81,7 +84,6 @@ def _modes_respect(workdir, umask):
   return bad
 
 
-@pytest.mark.xdist_group("tiny_run")
 def test_two_processes_give_the_single_process_report_and_respect_umask_002(tiny_run, tmp_path):
   """The tiny nested run on 2 processes (outer folds round-robin) under umask 002: the same report
   as the session's 1-process run (machine measurements exempt); files follow the umask."""

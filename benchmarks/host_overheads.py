@@ -34,6 +34,7 @@ from benchmarks import common  # pylint: disable=g-import-not-at-top
 from nasrl_jax import child as child_lib  # pylint: disable=g-import-not-at-top
 from nasrl_jax import controller as controller_lib  # pylint: disable=g-import-not-at-top
 from nasrl_jax import space as space_lib  # pylint: disable=g-import-not-at-top
+from nasrl_jax import programs  # pylint: disable=g-import-not-at-top
 from nasrl_jax import strategies  # pylint: disable=g-import-not-at-top
 from nasrl_jax import train  # pylint: disable=g-import-not-at-top
 from nasrl_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
@@ -103,7 +104,7 @@ def strategy_rows(config, space):
 def pytree_row(space, spec, recipe, sizes, calls):
   arch = space.sample(jax.random.key(0))
   fns = train.make_train_fn(arch, spec, recipe, sizes, num_images=8,
-                            cache=train._ProgramCache())  # pylint: disable=protected-access
+                            cache=programs.ProgramCache())
   state = fns.init(jax.random.key(0))  # Host numpy: no device work.
   with_paths, _ = jax.tree_util.tree_flatten_with_path(state)
   plain = {jax.tree_util.keystr(p): leaf for p, leaf in with_paths}
@@ -123,7 +124,7 @@ def compile_rows(config, space, spec, recipe, sizes, n):
 
   def build(arch):
     fns = train.make_train_fn(arch, spec, recipe, sizes, num_images=common.COHORT_IMAGES,
-                              cache=train._ProgramCache())  # pylint: disable=protected-access
+                              cache=programs.ProgramCache())
     return fns.programs(device)
 
   rows = []

@@ -28,7 +28,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from benchmarks import common  # pylint: disable=g-import-not-at-top
 from nasrl_jax import evaluate, metrics, pipeline, space  # pylint: disable=g-import-not-at-top
-from nasrl_jax import stats, train  # pylint: disable=g-import-not-at-top
+from nasrl_jax import stats  # pylint: disable=g-import-not-at-top
 from nasrl_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
 
 
@@ -71,7 +71,7 @@ def _scores(result):
   p = 1.0 - np.asarray(result["test"]["prob"])[:, 0]
   pred = p >= 0.5
   part = _subject_part(result)
-  return {"auroc": train.auroc(y.astype(int), np.stack([1 - p, p], 1), 2),
+  return {"auroc": metrics.auroc(y.astype(int), np.stack([1 - p, p], 1), 2),
           "subject_auroc": metrics.binary_metrics(part["label"], part["score"])["auroc"],
           "degenerate": metrics.degenerate(p, result["val_threshold"]),
           "accuracy": float(np.mean(pred == y)),

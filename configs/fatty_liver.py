@@ -234,7 +234,6 @@ def base_config():
   #                           val_nll reward, weighted per class like the training loss.
   t.weight_decay = 0.0  # Decoupled weight decay (adamw) when > 0.
   t.dtype = "float32"  # Compute dtype: float32 | bfloat16 (params stay float32).
-  t.epoch_loop = "auto"  # steps (loop of jitted steps) | scan | auto.
   t.max_train_examples = 0  # Fixed padded train size (0 = derive from the data, all folds).
   t.split_batching = "auto"  # sequential | vmap | auto (CPU: sequential, measured; GPU: vmap).
   t.vmap_chunk = 0  # Splits per vmapped call (0 = auto from a memory estimate).

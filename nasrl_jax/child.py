@@ -253,7 +253,7 @@ def activation_elements(arch: space_lib.Architecture, spec: ChildSpec) -> int:
   """Elements per image of the conv activations a training step keeps for the backward pass.
 
   Each conv layer's output is stored about three times (conv, batch norm, ReLU), the pools once;
-  a memory estimate's activation term (`train.member_bytes`).
+  a memory estimate's activation term (`memory.member_bytes`).
   """
   h, w, _ = spec.input_shape
   total, i = h * w, 0

@@ -323,7 +323,7 @@ def quick_scores(result) -> tuple:
   y = np.asarray(t["label"]) > 0
   p = 1.0 - np.asarray(t["prob"])[:, 0]
   acc = float(np.mean((p >= 0.5) == y))
-  return acc, train_lib.auroc(y.astype(int), np.stack([1 - p, p], 1), 2)
+  return acc, metrics_lib.auroc(y.astype(int), np.stack([1 - p, p], 1), 2)
 
 
 class TestLedger:

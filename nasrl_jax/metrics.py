@@ -18,6 +18,9 @@ Conventions:
     JSON writers must turn NaN into null;
   * "+-" is the sample standard deviation (ddof=1) over folds, as in the paper's Table 1.
 
+scikit-learn is imported inside the functions that use it: the search core (`reinforce`) scores
+rewards with `auroc` here and must not import scikit-learn (tests/test_imports.py).
+
 Written by hand only where no library installed here offers the vectorised form: the weighted
 AUROC (a sorted Mann-Whitney sum), the weighted logistic recalibration (Newton steps over all
 rows at once; checked against statsmodels in the tests) and net benefit.
@@ -28,7 +31,6 @@ import warnings
 
 import numpy as np
 import scipy.special
-from sklearn import metrics as skm
 
 # A training is degenerate (near-constant) when the interquartile range of its test P(fatty) is
 # below DEGENERATE_IQR, or when its validation threshold puts at least DEGENERATE_ONE_CLASS of its
@@ -65,6 +67,7 @@ def binary_metrics(y_true, prob, threshold=0.5):
     roc {"fpr": [...], "tpr": [...]} from roc_curve (empty lists with one class). Floats are
     plain Python floats.
   """
+  from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top  (see module doc)
   y, p = _check_binary(y_true, prob, "binary_metrics")
   if not 0.0 <= threshold <= 1.0:
     raise ValueError(f"binary_metrics: threshold={threshold} must be in [0, 1]")
@@ -153,6 +156,7 @@ def youden_threshold(y_true, prob, default=0.5) -> float:
   Used on validation data to pick the exported model's threshold. Returns `default` when the
   labels hold one class only or a probability is not finite.
   """
+  from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top  (see module doc)
   y = np.asarray(y_true)
   p = np.asarray(prob, np.float64)
   if np.unique(y).size < 2 or not np.all(np.isfinite(p)):
@@ -194,6 +198,7 @@ def multiclass_metrics(y_true, prob):
     auroc_per_class ([C], one class vs the rest, nan when undefined), auroc_macro (nan when no
     class is defined), confusion ([C][C], rows true, columns predicted) and n.
   """
+  from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top  (see module doc)
   y, p = _check_multiclass(y_true, prob, "multiclass_metrics")
   labels = np.arange(p.shape[1])
   pred = np.argmax(p, axis=1)
@@ -289,6 +294,24 @@ def weighted_auroc(weights, y_true, score):
   below = np.cumsum(neg, axis=0) - neg  # Negative weight strictly below each run.
   wins = np.sum(pos * (below + 0.5 * neg), axis=0)
   return _ratio(wins, pos.sum(axis=0) * neg.sum(axis=0))
+
+
+def auroc(labels, probs, num_classes: int) -> float:
+  """AUROC of softmax outputs: binary, P(class 1); grade mode, the macro one-vs-rest mean.
+
+  NaN when a class is missing or a probability is not finite. The project's one AUROC: the
+  weighted Mann-Whitney sum at unit weights (equal to scikit-learn's `roc_auc_score`, tested).
+  """
+  y = np.asarray(labels).reshape(-1)
+  p = np.asarray(probs, np.float64)
+  if y.size == 0 or not np.all(np.isfinite(p)) or np.unique(y).size < min(2, num_classes):
+    return float("nan")
+  ones = np.ones((1, y.size))
+  if num_classes == 2:
+    return float(weighted_auroc(ones, y == 1, p[:, 1])[0])
+  if np.unique(y).size < num_classes:
+    return float("nan")
+  return float(np.mean([weighted_auroc(ones, y == k, p[:, k])[0] for k in range(num_classes)]))
 
 
 def weighted_binary_metrics(weights, y_true, score, threshold=0.5, with_auroc=True):

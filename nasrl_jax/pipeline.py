@@ -41,7 +41,7 @@ from nasrl_jax.errors import UserInputError
 # Config fields that may change between a run and its resume without changing the experiment.
 HARMLESS_FIELDS = ("variant", "log_every_s", "compile_cache_dir", "data.cache_dir",
                    "eval.fps_iters", "eval.throughput_batch", "search.aot_compile",
-                   "search.max_devices", "train.epoch_loop", "max_hours",
+                   "search.max_devices", "max_hours",
                    # Turning the final search on after a run adds it; the estimate is untouched.
                    "eval.final_search")
 PROTOCOLS = ("nested", "paper")

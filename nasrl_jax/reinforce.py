@@ -121,8 +121,9 @@ def metric_curve(result, metric: str, num_classes: int) -> np.ndarray:
   if metric == "val_nll":
     return -np.asarray(result.val_loss, np.float64)
   if metric == "val_auroc":
-    from nasrl_jax import train  # pylint: disable=g-import-not-at-top
-    return np.asarray([train.auroc(result.val_labels, p, num_classes) for p in result.val_probs])
+    from nasrl_jax import metrics  # pylint: disable=g-import-not-at-top
+    return np.asarray([metrics.auroc(result.val_labels, p, num_classes)
+                       for p in result.val_probs])
   raise ValueError(f"config.controller.reward_metric={metric!r}: use one of {', '.join(METRICS)}")
 
 

@@ -32,8 +32,6 @@ architecture here).
 
 import dataclasses
 import functools
-import hashlib
-import json
 import threading
 import time
 from typing import Any, NamedTuple, Optional, Sequence
@@ -45,142 +43,22 @@ import numpy as np
 import optax
 
 from nasrl_jax import child as child_lib
+from nasrl_jax import memory
+from nasrl_jax import programs as programs_lib
 from nasrl_jax import rng as rng_lib
 from nasrl_jax import space as space_lib
+# The split types are train's inputs: part of its API (train.Sizes, train.make_split, ...).
+from nasrl_jax.splits import (DeviceData, Sizes, Split, make_split, pad_eval, pad_to,  # pylint: disable=unused-import
+                              stack_splits)
+from nasrl_jax.programs import PROGRAMS, Programs  # pylint: disable=unused-import
+from nasrl_jax.recipe import Recipe, make_optimizer  # pylint: disable=unused-import
 
-PROGRAM_PREFIX = "nasrl_child_"  # compiles.py counts programs whose name starts with this.
-BALANCED_SAMPLING = "upright_sample"  # data.balance mode that samples rows instead of permuting.
-VAL_WEIGHTINGS = ("none", "class")  # config.train.val_weighting.
 
 class ChildTrainingError(RuntimeError):
   """A child whose training diverged (non-finite loss) on some split."""
 
 
 # ------------------------------------------------------------------------------ data and splits
-
-
-@dataclasses.dataclass(frozen=True)
-class DeviceData:
-  """The dataset on one device, put there once per run (labels also kept on the host)."""
-  images: jax.Array  # uint8[N, H, W, C]
-  labels: jax.Array  # int32[N]
-  host_labels: np.ndarray  # int32[N], for scoring on the host without a device read.
-
-  @classmethod
-  def from_numpy(cls, images: np.ndarray, labels: np.ndarray, device=None):
-    put = (lambda a: jax.device_put(a, device)) if device is not None else jax.device_put
-    labels = np.asarray(labels, np.int32)
-    return cls(put(np.asarray(images, np.uint8)), put(labels), labels)
-
-  @property
-  def device(self):
-    return next(iter(self.images.devices()))
-
-  @property
-  def num_images(self) -> int:
-    return int(self.images.shape[0])
-
-  def to(self, device) -> "DeviceData":
-    """A copy on another device (device-to-device, once per run)."""
-    return DeviceData(jax.device_put(self.images, device), jax.device_put(self.labels, device),
-                      self.host_labels)
-
-
-class Split(NamedTuple):
-  """Index arrays of one train/eval split, padded to the run's sizes (a pytree: stackable)."""
-  train_idx: np.ndarray  # int32[num_train] dataset rows.
-  train_rot: np.ndarray  # int32[num_train] quarter turns (rot90 balancing copies; else 0).
-  train_w: np.ndarray  # float32[num_train] 1 for real rows, 0 for padding.
-  train_p: np.ndarray  # float32[num_train] sampling probability (balanced sampling mode).
-  class_weight: np.ndarray  # float32[num_classes] loss weight per class (loss_weight mode).
-  eval_idx: np.ndarray  # int32[num_eval] dataset rows scored each epoch (validation part).
-  eval_w: np.ndarray  # float32[num_eval] 1 real, 0 padding.
-
-  @property
-  def num_train_real(self) -> int:
-    return int(np.sum(self.train_w))
-
-  @property
-  def num_eval_real(self) -> int:
-    return int(np.sum(self.eval_w))
-
-  def used_indices(self) -> set:
-    """Every dataset row this split lets training or validation touch (for leakage checks)."""
-    return set(np.asarray(self.train_idx).tolist()) | set(np.asarray(self.eval_idx).tolist())
-
-
-@dataclasses.dataclass(frozen=True)
-class Sizes:
-  """Padded sizes shared by every split of a run, so each architecture compiles once."""
-  num_train: int
-  num_eval: int
-
-
-def pad_to(n: int, multiple: int) -> int:
-  return max(multiple, -(-n // multiple) * multiple)
-
-
-def pad_eval(idx, num_eval: int):
-  """(idx padded with its first entry, weights 1 real / 0 padding) of length num_eval."""
-  idx = np.asarray(idx, np.int32)
-  m = idx.size
-  if m == 0 or m > num_eval:
-    raise ValueError(f"{m} evaluation rows do not fit the padded size {num_eval}")
-  return (np.concatenate([idx, np.full(num_eval - m, idx[0], np.int32)]),
-          np.concatenate([np.ones(m, np.float32), np.zeros(num_eval - m, np.float32)]))
-
-
-def make_split(train_idx, train_rot, eval_idx, sizes: Sizes, *, labels=None, num_classes=2,
-               class_weighted=False, balanced_sampling=False, rng=None) -> Split:
-  """Pads a split's index arrays to `sizes`; padding repeats real training rows with weight 0.
-
-  Padding rows still flow through the network (and batch-norm statistics) but carry no loss, so
-  every split of the same sizes trains the same number of steps with the same compiled code.
-
-  Args:
-    train_idx: training rows (with any balancing copies); train_rot: their quarter turns.
-    eval_idx: validation rows.
-    sizes: the run's padded sizes.
-    labels: [N] dataset labels (needed for class weights / balanced sampling).
-    num_classes: C.
-    class_weighted: loss weight n / (C n_c) per class (the `loss_weight` balance mode).
-    balanced_sampling: sampling probabilities giving every class the same share of draws (the
-      `upright_sample` mode); otherwise uniform over real rows.
-    rng: numpy Generator choosing the padding rows (the run's PADDING stream).
-  """
-  train_idx = np.asarray(train_idx, np.int32)
-  train_rot = np.asarray(train_rot, np.int32)
-  n = train_idx.size
-  if n == 0:
-    raise ValueError("a split needs at least one training row")
-  if n > sizes.num_train:
-    raise ValueError(f"split of {n} training rows exceeds the padded size {sizes.num_train}")
-  rng = np.random.default_rng(0) if rng is None else rng
-  fill = rng.integers(0, n, sizes.num_train - n)
-  real = np.concatenate([np.ones(n, np.float32), np.zeros(sizes.num_train - n, np.float32)])
-  idx = np.concatenate([train_idx, train_idx[fill]])
-  rot = np.concatenate([train_rot, train_rot[fill]])
-  class_weight = np.ones(num_classes, np.float32)
-  p = real / n
-  if class_weighted or balanced_sampling:
-    if labels is None:
-      raise ValueError("class weights and balanced sampling need the labels")
-    y = np.asarray(labels)[train_idx]
-    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
-    present = counts > 0
-    if class_weighted:
-      class_weight = np.where(present, n / (present.sum() * np.maximum(counts, 1)), 0.0)
-      class_weight = class_weight.astype(np.float32)
-    if balanced_sampling:
-      per_row = 1.0 / (present.sum() * counts[y])
-      p = np.concatenate([per_row, np.zeros(sizes.num_train - n)])
-      p = (p / p.sum()).astype(np.float32)
-  eidx, ew = pad_eval(eval_idx, sizes.num_eval)
-  return Split(idx, rot, real, p.astype(np.float32), class_weight, eidx, ew)
-
-
-def stack_splits(splits: Sequence[Split]) -> Split:
-  return Split(*[np.stack(parts) for parts in zip(*splits)])
 
 
 # ------------------------------------------------------------------------------ state and result
@@ -226,12 +104,6 @@ class TrainResult:
     return bool(np.all(np.isfinite(self.val_loss)) and np.all(np.isfinite(self.train_loss)))
 
 
-def default_epoch_loop(backend: str) -> str:
-  """`steps` everywhere: a scanned epoch ran 7-47x slower on this CPU; GPU unmeasured."""
-  del backend
-  return "steps"
-
-
 def default_split_batching(backend: str) -> str:
   """`sequential` on CPU (measured: vmapped splits 5x slower per split); `vmap` on accelerators,
   where one launch for several small children amortises kernel-launch overhead (to be measured by
@@ -240,75 +112,6 @@ def default_split_batching(backend: str) -> str:
 
 
 # ------------------------------------------------------------------------------ the programs
-
-
-def _optimizer(train_cfg, total_steps: int, steps_per_epoch: int):
-  c = train_cfg
-  warmup = min(int(c.warmup_epochs * steps_per_epoch), max(total_steps - 1, 0))
-  sched = optax.warmup_cosine_decay_schedule(0.0, float(c.learning_rate), warmup,
-                                             max(total_steps, 1))
-  if c.optimizer == "adam":
-    if c.weight_decay > 0:
-      return optax.adamw(sched, weight_decay=float(c.weight_decay))
-    return optax.adam(sched)
-  if c.optimizer == "sgd":
-    return optax.chain(optax.add_decayed_weights(float(c.weight_decay)),
-                       optax.sgd(sched, momentum=0.9, nesterov=True))
-  raise ValueError(f"train.optimizer={c.optimizer!r}: use adam or sgd")
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-  """The static training setup a program depends on besides architecture and spec."""
-  epochs: int
-  batch_size: int
-  eval_batch_size: int
-  optimizer: str
-  learning_rate: float
-  warmup_epochs: float
-  weight_decay: float
-  rotations: bool  # rot90 balancing copies in the splits.
-  sampling: str  # permute | balanced
-  hflip: bool
-  gain: float  # Multiplicative gain jitter half-width (0 = off).
-  cpu_opt_level: int  # XLA:CPU backend optimisation level of child programs (-1 = XLA's default).
-  min_epochs: int = 0  # Weights of epochs before this one are never kept (0 = any epoch).
-  val_weighting: str = "none"  # none | class: the validation NLL weighted per class like the
-  #                              training loss (the split's class weights).
-
-  @classmethod
-  def from_config(cls, config) -> "Recipe":
-    t, d = config.train, config.data
-    augment = tuple(d.augment)
-    unknown = sorted(set(augment) - {"hflip", "gain"})
-    if unknown:
-      raise ValueError(f"config.data.augment has unknown entries {unknown}; use hflip, gain")
-    if t.val_weighting not in VAL_WEIGHTINGS:
-      raise ValueError(f"config.train.val_weighting={t.val_weighting!r}: use "
-                       f"{' or '.join(VAL_WEIGHTINGS)}")
-    if isinstance(t.min_epochs, bool) or not 0 <= int(t.min_epochs) < int(t.epochs):
-      raise ValueError(f"config.train.min_epochs={t.min_epochs!r}: must be an integer in "
-                       f"[0, train.epochs)")
-    return cls(int(t.epochs), int(t.batch_size), int(t.eval_batch_size), str(t.optimizer),
-               float(t.learning_rate), float(t.warmup_epochs), float(t.weight_decay),
-               d.balance == "rot90", "balanced" if d.balance == BALANCED_SAMPLING else "permute",
-               "hflip" in augment, float(d.gain_jitter) if "gain" in augment else 0.0,
-               int(t.cpu_opt_level), int(t.min_epochs), str(t.val_weighting))
-
-
-class Programs(NamedTuple):
-  step: Any  # Compiled executable.
-  evaluate: Any
-  key: str  # Hash of the cache key (in the program names).
-  compile_seconds: float  # Spent compiling these two (0.0 when they came from the cache).
-  memory_bytes: int  # Peak-memory estimate of the step program (compiled memory analysis).
-
-
-def _program_key(arch, spec, recipe, sizes, chunk, device) -> str:
-  text = json.dumps([str(arch), spec.to_json(), dataclasses.asdict(recipe),
-                     dataclasses.asdict(sizes), int(chunk), str(device)], sort_keys=True,
-                    default=str)
-  return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 @functools.lru_cache(maxsize=None)
@@ -329,7 +132,7 @@ class _Core:
     self.steps_per_epoch = sizes.num_train // b
     self.total_steps = recipe.epochs * self.steps_per_epoch
     self.graphdef, self.abstract_params, self.abstract_stats = _abstract(arch, spec)
-    self.optimizer = _optimizer(recipe, self.total_steps, self.steps_per_epoch)
+    self.optimizer = make_optimizer(recipe, self.total_steps, self.steps_per_epoch)
 
   def make_state(self, params, stats, key) -> TrainState:
     """The initial state (traceable; `host_state` builds the same values in numpy)."""
@@ -446,101 +249,6 @@ class _Core:
     return new, jnp.exp(logp), jnp.stack([val_acc, val_loss, train_loss])
 
 
-class _ProgramCache:
-  """Compiled (step, evaluate) programs of the run, by program key; thread-safe.
-
-  One lock per key, so two threads asking for the same program compile it once and different
-  programs compile concurrently (ahead-of-time compilation of the next children).
-  """
-
-  def __init__(self):
-    self._lock = threading.Lock()
-    self._entries = {}
-    self._key_locks = {}
-    self.archs = {}  # program key -> architecture string (distinct architectures of the run).
-
-  def get(self, key, build):
-    with self._lock:
-      lock = self._key_locks.setdefault(key, threading.Lock())
-    with lock:
-      entry = self._entries.get(key)
-      if entry is not None:
-        return entry._replace(compile_seconds=0.0)
-      entry = build()
-      with self._lock:
-        self._entries[key] = entry
-      return entry
-
-  def __len__(self):
-    return len(self._entries)
-
-  def clear(self):
-    with self._lock:
-      self._entries.clear()
-      self._key_locks.clear()
-      self.archs.clear()
-
-
-PROGRAMS = _ProgramCache()
-
-
-def _named(fn, name):
-  """`fn` under `name`: JAX reports compiles by the function's name (compiles.py)."""
-  @functools.wraps(fn)
-  def wrapper(*args):
-    return fn(*args)
-  wrapper.__name__ = wrapper.__qualname__ = name
-  return wrapper
-
-
-def _compile(core: _Core, chunk: int, device, key: str) -> Programs:
-  """Lowers and compiles the step and evaluate programs for one device (and chunk)."""
-  t0 = time.perf_counter()
-  sharding = jax.sharding.SingleDeviceSharding(device)
-  keydata = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-  state = jax.eval_shape(core.make_state, core.abstract_params, core.abstract_stats, keydata)
-  nt, ne, c = core.sizes.num_train, core.sizes.num_eval, core.spec.num_classes
-  split = Split(jax.ShapeDtypeStruct((nt,), jnp.int32), jax.ShapeDtypeStruct((nt,), jnp.int32),
-                jax.ShapeDtypeStruct((nt,), jnp.float32), jax.ShapeDtypeStruct((nt,), jnp.float32),
-                jax.ShapeDtypeStruct((c,), jnp.float32), jax.ShapeDtypeStruct((ne,), jnp.int32),
-                jax.ShapeDtypeStruct((ne,), jnp.float32))
-  step, evaluate = core.step, core.evaluate
-  if chunk > 1:
-    step = jax.vmap(step, in_axes=(0, None, None, 0))
-    evaluate = jax.vmap(evaluate, in_axes=(0, None, None, 0, 0, 0, None))
-    grow = lambda x: jax.ShapeDtypeStruct((chunk,) + tuple(x.shape), x.dtype)
-    state = jax.tree.map(grow, state)
-    split = jax.tree.map(grow, split)
-  place = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
-  state, split = jax.tree.map(place, (state, split))
-  images = jax.ShapeDtypeStruct((core.num_images,) + tuple(core.spec.input_shape), jnp.uint8,
-                                sharding=sharding)
-  labels = jax.ShapeDtypeStruct((core.num_images,), jnp.int32, sharding=sharding)
-  options = None
-  if device.platform == "cpu" and core.recipe.cpu_opt_level >= 0:
-    options = {"xla_backend_optimization_level": core.recipe.cpu_opt_level}
-  step_exe = jax.jit(_named(step, f"{PROGRAM_PREFIX}step_{key}"), donate_argnums=(0,)).lower(
-      state, images, labels, split).compile(compiler_options=options)
-  use_best = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding)
-  eval_exe = jax.jit(_named(evaluate, f"{PROGRAM_PREFIX}eval_{key}"), donate_argnums=(0,)).lower(
-      state, images, labels, split.eval_idx, split.eval_w, split.class_weight, use_best).compile(
-          compiler_options=options)
-  memory = _memory_bytes(step_exe)
-  return Programs(step_exe, eval_exe, key, time.perf_counter() - t0, memory)
-
-
-def _memory_bytes(executable) -> int:
-  """Peak device memory of a compiled program from XLA's memory analysis (0 if unavailable)."""
-  try:
-    m = executable.memory_analysis()
-  except Exception:  # pylint: disable=broad-except  (not every backend implements it)
-    return 0
-  if m is None:
-    return 0
-  return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-             - m.alias_size_in_bytes)
-
-
 # ------------------------------------------------------------------------------ the training fns
 
 
@@ -590,7 +298,7 @@ class TrainFns(NamedTuple):
 def make_train_fn(arch: space_lib.Architecture, spec: child_lib.ChildSpec, recipe: Recipe,
                   sizes: Sizes, *, num_images: int, split_batching: str = "auto",
                   vmap_chunk: int = 0, backend: Optional[str] = None,
-                  cache: _ProgramCache = PROGRAMS) -> TrainFns:
+                  cache: programs_lib.ProgramCache = PROGRAMS) -> TrainFns:
   """Pure training functions of one architecture; programs come from the run-wide cache.
 
   Args:
@@ -599,82 +307,44 @@ def make_train_fn(arch: space_lib.Architecture, spec: child_lib.ChildSpec, recip
     sizes: the run's padded sizes.
     num_images: N of the device-resident dataset (a static shape of the programs).
     split_batching: sequential | vmap | auto (per backend, `default_split_batching`).
-    vmap_chunk: members per vmapped call (0 = auto: `auto_chunk`); ignored when sequential.
+    vmap_chunk: members per vmapped call (0 = auto: `memory.auto_chunk`); ignored when
+      sequential.
     backend: platform name for `auto` (default: jax.default_backend()).
     cache: the program cache (tests may pass their own).
   """
-  core = _Core(arch, spec, recipe, sizes, num_images)
-  backend = backend or jax.default_backend()
-  mode = default_split_batching(backend) if split_batching == "auto" else split_batching
+  mode = (default_split_batching(backend or jax.default_backend()) if split_batching == "auto"
+          else split_batching)
   if mode not in ("sequential", "vmap"):
     raise ValueError(f"train.split_batching={split_batching!r}: use sequential, vmap or auto")
-  chunk = 1 if mode == "sequential" else int(vmap_chunk or auto_chunk(arch, spec, recipe, sizes))
+  chunk = 1 if mode == "sequential" else int(
+      vmap_chunk or memory.auto_chunk(arch, spec, recipe, sizes))
+  t = _Trainer(_Core(arch, spec, recipe, sizes, num_images), chunk, cache)
+  return TrainFns(t.init, t.train, t.train_many, t.programs, chunk, t.core.steps_per_epoch)
 
-  def programs(device, chunk_size=None):
-    c = chunk if chunk_size is None else int(chunk_size)
-    key = _program_key(arch, spec, recipe, sizes, c, device)
-    entry = cache.get(key, lambda: _compile(core, c, device, key))
-    cache.archs[key] = str(arch)
+
+class _Trainer:
+  """The training functions of one architecture (`make_train_fn` hands out its bound methods)."""
+
+  def __init__(self, core: _Core, chunk: int, cache):
+    self.core, self.chunk, self.cache = core, chunk, cache
+
+  def programs(self, device, chunk_size=None) -> Programs:
+    """The compiled step and evaluate programs for `device` (compiled on first use)."""
+    c, core = (self.chunk if chunk_size is None else int(chunk_size)), self.core
+    key = programs_lib.program_key(core.arch, core.spec, core.recipe, core.sizes, c, device)
+    entry = self.cache.get(key, lambda: programs_lib.compile_programs(core, c, device, key))
+    self.cache.archs[key] = str(core.arch)
     return entry
 
-  def init(key, device=None):
+  def init(self, key, device=None) -> TrainState:
     """A fresh run's state: host numpy weights from the key's INIT stream, one transfer."""
-    _, params, stats = child_lib.init(arch, spec, rng_lib.host_rng(
+    _, params, stats = child_lib.init(self.core.arch, self.core.spec, rng_lib.host_rng(
         rng_lib.purpose(key, rng_lib.Purpose.INIT)))
-    state = core.host_state(params, stats, key)
+    state = self.core.host_state(params, stats, key)
     return jax.device_put(state, device) if device is not None else state
 
-  def _run(progs, state, data, split_dev, test_chunks):
-    """The epoch loop; returns (state, curves [E, (c,) 3], val probs [E, (c,) ne, C], test).
-
-    Test rows (any number) are scored with the kept weights in chunks of the evaluation size, by
-    the same evaluate program (use_best=1).
-    """
-    curves, probs = [], []
-    zero, one = jax.device_put((jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32)), data.device)
-    for _ in range(recipe.epochs):
-      for _ in range(core.steps_per_epoch):
-        state = progs.step(state, data.images, data.labels, split_dev)
-      state, p, m = progs.evaluate(state, data.images, data.labels, split_dev.eval_idx,
-                                   split_dev.eval_w, split_dev.class_weight, zero)
-      curves.append(m)
-      probs.append(p)
-    test = None
-    if test_chunks:
-      parts = []
-      for idx, w in test_chunks:
-        state, p, _ = progs.evaluate(state, data.images, data.labels, idx, w,
-                                     split_dev.class_weight, one)
-        parts.append(p)
-      test = jnp.concatenate(parts, axis=-2)
-    return state, jnp.stack(curves), jnp.stack(probs), test
-
-  def _results(state, curves, probs, test, splits, test_keep, labels_np, seconds):
-    # pylint: disable=too-many-locals
-    """Host results of the members of one call (one sync)."""
-    curves, probs, best_epoch, best_loss, test = jax.device_get(
-        (curves, probs, state.best_epoch, state.best_loss, test))
-    out = []
-    batched = curves.ndim == 3
-    for j, split in enumerate(splits):
-      sel = (lambda a: a[:, j]) if batched else (lambda a: a)
-      c = np.asarray(sel(curves), np.float64)
-      real = np.asarray(split.eval_w) > 0
-      p = np.asarray(sel(probs))[:, real]
-      pick = (lambda t: jax.tree.map(lambda a: a[j], t)) if batched else (lambda t: t)
-      tp = None
-      if test is not None:  # Drop each chunk's padding rows.
-        tp = np.asarray(test[j] if batched else test)[test_keep]
-      be = int(best_epoch[j] if batched else best_epoch)
-      bl = float(best_loss[j] if batched else best_loss)
-      out.append(TrainResult(
-          val_acc=c[:, 0], val_loss=c[:, 1], train_loss=c[:, 2], val_probs=p,
-          val_labels=labels_np[np.asarray(split.eval_idx)[real]], best_epoch=be,
-          best_val_loss=bl, params=pick(state.best_params), batch_stats=pick(state.best_stats),
-          test_probs=tp, train_seconds=seconds / len(splits)))
-    return out
-
-  def train_many(keys, data: DeviceData, splits: Sequence[Split], test_idx=None, tag=None):
+  def train_many(self, keys, data: DeviceData, splits: Sequence[Split], test_idx=None,
+                 tag=None) -> list:
     """Trains one run per (key, split); test_idx: rows scored with the kept weights at the end.
 
     `tag` says what the call is for ({"phase", "outer", ...}); the training ignores it (the tests'
@@ -683,103 +353,93 @@ def make_train_fn(arch: space_lib.Architecture, spec: child_lib.ChildSpec, recip
     del tag
     if len(keys) != len(splits):
       raise ValueError(f"{len(keys)} keys for {len(splits)} splits")
-    device = data.device
-    labels_np = data.host_labels
-    n_test = 0 if test_idx is None else len(test_idx)
-    ne = sizes.num_eval
+    n_test, ne = (0 if test_idx is None else len(test_idx)), self.core.sizes.num_eval
     test_parts = [pad_eval(np.asarray(test_idx)[i:i + ne], ne) for i in range(0, n_test, ne)]
     test_keep = np.concatenate([w > 0 for _, w in test_parts]) if test_parts else None
-    out = []
-    if chunk == 1:
-      progs = programs(device, 1)
-      test_chunks = jax.device_put(test_parts, device)
-      for key, split in zip(keys, splits):
-        t0 = time.perf_counter()
-        state = init(key, device)
-        split_dev = jax.device_put(split, device)
-        state, curves, probs, test = _run(progs, state, data, split_dev, test_chunks)
-        out += _results(state, curves, probs, test, [split], test_keep, labels_np,
-                        time.perf_counter() - t0)
-      return out
-    progs = programs(device, chunk)
+    if self.chunk == 1:
+      return self._sequential(keys, data, splits, test_parts, test_keep)
+    return self._vmapped(keys, data, splits, test_parts, test_keep)
+
+  def train(self, key, data: DeviceData, split: Split, test_idx=None, tag=None) -> TrainResult:
+    return self.train_many([key], data, [split], test_idx, tag)[0]
+
+  def _sequential(self, keys, data, splits, test_parts, test_keep) -> list:
+    device, out = data.device, []
+    progs = self.programs(device, 1)
+    test_chunks = jax.device_put(test_parts, device)
+    for key, split in zip(keys, splits):
+      t0 = time.perf_counter()
+      state = self.init(key, device)
+      loop = _epoch_loop(progs, state, data, jax.device_put(split, device), test_chunks,
+                         self.core.recipe.epochs, self.core.steps_per_epoch)
+      out += _host_results(*loop, [split], test_keep, data.host_labels, time.perf_counter() - t0)
+    return out
+
+  def _vmapped(self, keys, data, splits, test_parts, test_keep) -> list:
+    """Chunks of `chunk` splits as one vmapped call; a short last chunk padded with copies."""
+    device, chunk, out = data.device, self.chunk, []
+    progs = self.programs(device, chunk)
+    stack = lambda *a: jnp.stack(a) if isinstance(a[0], jax.Array) else np.stack(a)
+    test_chunks = jax.device_put([(np.stack([i] * chunk), np.stack([w] * chunk))
+                                  for i, w in test_parts], device)
     for start in range(0, len(splits), chunk):
       t0 = time.perf_counter()
       members = list(range(start, min(start + chunk, len(splits))))
       padded = members + [members[0]] * (chunk - len(members))  # Masked (discarded) copies.
-      states = [init(keys[i]) for i in padded]
-      stack = lambda *a: jnp.stack(a) if isinstance(a[0], jax.Array) else np.stack(a)
-      state = jax.device_put(jax.tree.map(stack, *states), device)
+      state = jax.device_put(jax.tree.map(stack, *[self.init(keys[i]) for i in padded]), device)
       split_dev = jax.device_put(stack_splits([splits[i] for i in padded]), device)
-      test_chunks = jax.device_put([(np.stack([i] * chunk), np.stack([w] * chunk))
-                                    for i, w in test_parts], device)
-      state, curves, probs, test = _run(progs, state, data, split_dev, test_chunks)
-      res = _results(state, curves, probs, test, [splits[i] for i in padded], test_keep,
-                     labels_np, time.perf_counter() - t0)
+      loop = _epoch_loop(progs, state, data, split_dev, test_chunks, self.core.recipe.epochs,
+                         self.core.steps_per_epoch)
+      res = _host_results(*loop, [splits[i] for i in padded], test_keep, data.host_labels,
+                          time.perf_counter() - t0)
       out += res[:len(members)]
     return out
 
-  def train(key, data: DeviceData, split: Split, test_idx=None, tag=None) -> TrainResult:
-    return train_many([key], data, [split], test_idx, tag)[0]
 
-  return TrainFns(init, train, train_many, programs, chunk, core.steps_per_epoch)
+def _epoch_loop(progs, state, data, split_dev, test_chunks, epochs: int, steps_per_epoch: int):
+  """The epoch loop; returns (state, curves [E, (c,) 3], val probs [E, (c,) ne, C], test).
 
-
-def auto_chunk(arch, spec, recipe: Recipe, sizes: Sizes, budget_bytes: Optional[int] = None,
-               max_chunk: int = 16) -> int:
-  """Members per vmapped call that fit a memory budget, from `jax.eval_shape` sizes.
-
-  Per member: the train state (weights, Adam moments, kept weights) plus the activations of one
-  minibatch kept for the backward pass (conv outputs before and after batch norm and ReLU).
-  Budget: half of the device's free memory (GPU `memory_stats`), else 4 GiB.
+  No host sync inside: steps and evaluations are dispatched back to back. Test rows (any number)
+  are scored with the kept weights in chunks of the evaluation size, by the same evaluate program
+  (use_best=1).
   """
-  per = member_bytes(arch, spec, recipe.batch_size)
-  if budget_bytes is None:
-    budget_bytes = 4 << 30
-    try:
-      stats = jax.devices()[0].memory_stats() or {}
-      if "bytes_limit" in stats:
-        budget_bytes = (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) // 2
-    except Exception:  # pylint: disable=broad-except
-      pass
-  return int(max(1, min(max_chunk, budget_bytes // max(per, 1))))
+  curves, probs = [], []
+  zero, one = jax.device_put((jnp.zeros((), jnp.int32), jnp.ones((), jnp.int32)), data.device)
+  for _ in range(epochs):
+    for _ in range(steps_per_epoch):
+      state = progs.step(state, data.images, data.labels, split_dev)
+    state, p, m = progs.evaluate(state, data.images, data.labels, split_dev.eval_idx,
+                                 split_dev.eval_w, split_dev.class_weight, zero)
+    curves.append(m)
+    probs.append(p)
+  test = None
+  if test_chunks:
+    parts = []
+    for idx, w in test_chunks:
+      state, p, _ = progs.evaluate(state, data.images, data.labels, idx, w,
+                                   split_dev.class_weight, one)
+      parts.append(p)
+    test = jnp.concatenate(parts, axis=-2)
+  return state, jnp.stack(curves), jnp.stack(probs), test
 
 
-def member_bytes(arch, spec, batch_size: int) -> int:
-  """Estimated device bytes of one training run: state (x5 weights) + one batch's activations."""
-  _, params, stats = _abstract(arch, spec)
-  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-  n_stats = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(stats))
-  state = 4 * (5 * n_params + 2 * n_stats)  # params, 2 Adam moments, kept params, grads.
-  act = child_lib.activation_elements(arch, spec) * batch_size
-  itemsize = 2 if spec.dtype == "bfloat16" else 4
-  return int(state + 3 * act * itemsize)
-
-
-def reward_metrics(result: TrainResult, num_classes: int) -> dict:
-  """The three reward metrics of one run (`config.controller.reward_metric`).
-
-  val_accuracy: the best validation accuracy over epochs (the paper); val_auroc: AUROC (macro
-  one-vs-rest in grade mode) of the kept weights (the best-validation-loss epoch); val_nll: minus
-  the validation NLL of the kept weights. NaN where undefined (one-class validation part).
-  """
-  best = result.best_epoch if result.best_epoch >= 0 else int(np.argmin(result.val_loss))
-  return {"val_accuracy": float(np.max(result.val_acc)),
-          "val_auroc": auroc(result.val_labels, result.val_probs[best], num_classes),
-          "val_nll": -float(result.best_val_loss)}
-
-
-def auroc(labels, probs, num_classes: int) -> float:
-  """scikit-learn's AUROC of softmax outputs (binary: P(class 1); grade: macro one-vs-rest);
-  NaN when a class is missing. Imported lazily: the search must not import scikit-learn."""
-  from sklearn import metrics as skm  # pylint: disable=g-import-not-at-top
-  y = np.asarray(labels)
-  p = np.asarray(probs, np.float64)
-  if np.unique(y).size < min(2, num_classes) or not np.all(np.isfinite(p)):
-    return float("nan")
-  if num_classes == 2:
-    return float(skm.roc_auc_score(y, p[:, 1]))
-  if np.unique(y).size < num_classes:
-    return float("nan")
-  p = p / p.sum(axis=1, keepdims=True)
-  return float(skm.roc_auc_score(y, p, multi_class="ovr", average="macro",
-                                 labels=list(range(num_classes))))
+def _host_results(state, curves, probs, test, splits, test_keep, labels_np, seconds) -> list:
+  """Host results of the members of one call (one device-to-host sync)."""
+  curves, probs, best_epoch, best_loss, test = jax.device_get(
+      (curves, probs, state.best_epoch, state.best_loss, test))
+  out = []
+  batched = curves.ndim == 3
+  member = (lambda a, j: a[j]) if batched else (lambda a, j: a)
+  for j, split in enumerate(splits):
+    c = np.asarray(curves[:, j] if batched else curves, np.float64)
+    real = np.asarray(split.eval_w) > 0
+    p = np.asarray(probs[:, j] if batched else probs)[:, real]
+    tp = None if test is None else np.asarray(member(test, j))[test_keep]  # Chunks' padding out.
+    out.append(TrainResult(
+        val_acc=c[:, 0], val_loss=c[:, 1], train_loss=c[:, 2], val_probs=p,
+        val_labels=labels_np[np.asarray(split.eval_idx)[real]],
+        best_epoch=int(member(best_epoch, j)), best_val_loss=float(member(best_loss, j)),
+        params=jax.tree.map(lambda a, j=j: member(a, j), state.best_params),
+        batch_stats=jax.tree.map(lambda a, j=j: member(a, j), state.best_stats),
+        test_probs=tp, train_seconds=seconds / len(splits)))
+  return out

@@ -260,3 +260,16 @@ def test_degenerate_is_a_narrow_spread_or_one_class_at_the_threshold():
   assert M.degenerate(one_sided, 0.5)  # IQR is wide, but 96 % are called fatty.
   assert "96 % of the test images fatty" in M.degenerate_reason(one_sided, 0.5)
   assert not M.degenerate(one_sided, 0.8)
+
+
+def test_the_one_auroc_matches_sklearn_binary_and_macro():
+  rng = np.random.default_rng(3)
+  y = rng.integers(0, 2, 50)
+  p = rng.uniform(size=50)
+  assert M.auroc(y, np.stack([1 - p, p], 1), 2) == pytest.approx(skm.roc_auc_score(y, p))
+  g = rng.integers(0, 4, 80)
+  prob = rng.dirichlet(np.ones(4), 80)
+  assert M.auroc(g, prob, 4) == pytest.approx(
+      skm.roc_auc_score(g, prob, multi_class="ovr", average="macro"))
+  assert math.isnan(M.auroc(np.ones(5, int), np.full((5, 2), 0.5), 2))  # One class.
+  assert math.isnan(M.auroc(g[g < 3], prob[g < 3], 4))  # A grade missing.

@@ -1,11 +1,10 @@
 """One search: a short ask -> evaluate -> tell loop over a strategy, and the `Ledger` that keeps it.
 
-`run_search(config, evaluator, workdir)` runs (or resumes) one strategy (`strategies.py`:
-reinforce, random, evolution) for `config.search.num_steps` steps of `children_per_step`
-children. The evaluator is any callable taking a list of Architecture and returning, per
-architecture, a float reward or a `ChildResult`; `ChildEvaluator` trains each child on the
-search's reward splits (mean reward over the splits) with the pure training functions of
-`train.py`.
+`run_search(config, evaluator, workdir)` runs (or resumes) one strategy (the `strategies`
+registry: reinforce, random, evolution) for `config.search.num_steps` steps of
+`children_per_step` children. The evaluator is any callable taking a list of Architecture and
+returning, per architecture, a float reward or a `ChildResult` (`records.py`); `ChildEvaluator`
+(`evaluators.py`) trains each child on the search's reward splits with `train.py`.
 
 The `Ledger` owns everything around the loop: `history.jsonl` (one line per child, appended as it
 finishes, optionally also to the run's merged ledger), `steps.jsonl` (one line per step), the
@@ -14,19 +13,17 @@ strategy-state checkpoints (Orbax, after every step), TensorBoard logs, the prog
 failure accounting.
 
 Resume: sampling keys are `rng.ask_key(search key, step)` with the search key from (seed,
-strategy, outer fold), so a resumed search samples exactly what an uninterrupted one would: the ledger restores
-the strategy state of the latest good checkpoint, reuses the history lines of children already
+strategy, outer fold), so a resumed search samples exactly what an uninterrupted one would: the
+ledger restores the strategy state of the latest good checkpoint, reuses the history lines of children already
 evaluated (also those of the interrupted step) and redoes the interrupted step.
 """
 
-import concurrent.futures
 import dataclasses
-import json
 import logging
 import os
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import jax
 import numpy as np
@@ -36,160 +33,16 @@ from nasrl_jax import rng as rng_lib
 from nasrl_jax import space as space_lib
 from nasrl_jax import strategies as strategies_lib
 from nasrl_jax.errors import UserInputError
+# Records and evaluators are part of the search's API (search.ChildRecord, search.ChildEvaluator).
+from nasrl_jax.evaluators import ChildEvaluator, DistributedEvaluator  # pylint: disable=unused-import
+from nasrl_jax.records import (DOES_NOT_FIT, FAILED, MEMO, OK, ChildRecord,  # pylint: disable=unused-import
+                               ChildResult, SearchResult, append_jsonl, normalise, read_jsonl,
+                               rewrite_jsonl)
 
-OK, MEMO, FAILED, DOES_NOT_FIT = "ok", "memo", "failed", "does_not_fit"
 
 
 class SearchAborted(RuntimeError):
   """Too many children failed in a row."""
-
-
-@dataclasses.dataclass
-class ChildResult:
-  """An evaluated child, as an evaluator returns it (JSON-encodable but for `weights`)."""
-  reward: Optional[float] = None  # The child's reward (mean over the reward splits).
-  split_rewards: Sequence[float] = ()  # Reward of each split.
-  metrics: dict = dataclasses.field(default_factory=dict)  # metric -> mean over splits.
-  val_acc: Sequence[float] = ()  # Split 0's curves (TensorBoard, history).
-  val_loss: Sequence[float] = ()
-  train_loss: Sequence[float] = ()
-  best_val_loss: float = float("nan")
-  best_epoch: int = -1
-  params: int = 0
-  flops: int = 0
-  compile_seconds: float = 0.0
-  train_seconds: float = 0.0
-  status: str = OK  # ok | failed | does_not_fit
-  error: str = ""
-  weights: object = None  # Split 0's kept (params, batch_stats); not written anywhere.
-
-
-@dataclasses.dataclass
-class ChildRecord:
-  """One line of history.jsonl."""
-  step: int
-  child: int  # Index within the step.
-  index: int  # Index within the search (step * m + child).
-  strategy: str
-  seed: int
-  outer_fold: int
-  architecture: space_lib.Architecture
-  actions: list
-  reward: float
-  split_rewards: list
-  metrics: dict
-  best_val_loss: float
-  best_epoch: int
-  val_acc: list
-  params: int
-  flops: int
-  compile_seconds: float
-  train_seconds: float
-  status: str  # ok | memo (trained earlier in this run on the same splits) | failed | does_not_fit
-  error: str = ""
-
-  @property
-  def valid(self) -> bool:
-    """Whether the reward says something about the architecture (tell()'s `valid`)."""
-    return self.status in (OK, MEMO) and bool(np.isfinite(self.reward))
-
-  def to_json(self) -> dict:
-    d = dataclasses.asdict(self)
-    d["architecture"] = str(self.architecture)
-    d["kernels"] = list(self.architecture.kernels)
-    d["filters"] = list(self.architecture.filters)
-    return io_utils.to_json_safe(d)
-
-  @classmethod
-  def from_json(cls, d: dict) -> "ChildRecord":
-    d = dict(d)
-    arch = space_lib.Architecture.from_string(d.pop("architecture"))
-    for k in ("reward", "best_val_loss"):
-      d[k] = float("nan") if d.get(k) is None else float(d[k])
-    d["split_rewards"] = [float("nan") if v is None else v for v in d.get("split_rewards", [])]
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(architecture=arch, **{k: v for k, v in d.items() if k in fields})
-
-
-@dataclasses.dataclass
-class SearchResult:
-  history: list  # ChildRecord per child, in order.
-  steps: list  # Per-step dicts: mean_reward, max_reward, best_so_far, strategy metrics.
-  wall_seconds: float
-  strategy: str
-  seed: int = 0
-  outer_fold: int = 0
-
-  def best(self, top_k: int = 1) -> list:
-    """Best valid records by reward, distinct architectures (ties: fewer parameters, earlier)."""
-    seen, out = set(), []
-    for r in sorted((r for r in self.history if r.valid),
-                    key=lambda r: (-r.reward, r.params, r.index)):
-      if r.architecture not in seen:
-        seen.add(r.architecture)
-        out.append(r)
-    return out[:top_k]
-
-  def summary(self) -> dict:
-    """Cost and outcome figures for the report."""
-    recs = self.history
-    trained = [r for r in recs if r.status == OK]
-    best = self.best(1)
-    return {
-        "fold": self.outer_fold, "seed": self.seed, "children": len(recs),
-        "distinct": len({r.architecture for r in recs}),
-        # Every distinct architecture this search trained or met: the report counts the
-        # distinct architectures of a strategy over the whole run from these.
-        "architectures": sorted({str(r.architecture) for r in recs}),
-        "memo_hits": sum(r.status == MEMO for r in recs),
-        "failed": sum(r.status == FAILED for r in recs),
-        "does_not_fit": sum(r.status == DOES_NOT_FIT for r in recs),
-        "wall_seconds": self.wall_seconds,
-        "compile_seconds": float(sum(r.compile_seconds for r in trained)),
-        "train_seconds": float(sum(r.train_seconds for r in trained)),
-        "best_reward": best[0].reward if best else None,
-        "best_architecture": str(best[0].architecture) if best else None,
-        "per_step": self.steps,
-        "rewards": [r.reward if r.valid else None for r in recs],
-    }
-
-
-# ---------------------------------------------------------------------------- JSON lines
-
-
-def read_jsonl(path) -> list:
-  """Reads a JSON-lines file, ignoring a torn last line (a crash mid-write)."""
-  if not os.path.exists(path):
-    return []
-  with open(path, encoding="utf-8") as f:
-    lines = f.read().split("\n")
-  out = []
-  for i, line in enumerate(lines):
-    if not line.strip():
-      continue
-    try:
-      out.append(json.loads(line))
-    except json.JSONDecodeError:
-      if i >= len(lines) - 2:  # Only the last line may be torn.
-        logging.warning("ignoring a torn last line of %s", path)
-        break
-      raise
-  return out
-
-
-def append_jsonl(path, rows: list) -> None:
-  """Appends complete lines with one write + fsync (a crash leaves at most one torn line)."""
-  with open(path, "a", encoding="utf-8") as f:
-    f.write("".join(json.dumps(r) + "\n" for r in rows))
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def rewrite_jsonl(path, rows: list) -> None:
-  io_utils.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-# ---------------------------------------------------------------------------- progress
 
 
 class Progress:
@@ -278,16 +131,6 @@ class Memo:
     return len(self._d)
 
 
-def _normalise(result) -> ChildResult:
-  """An evaluator's float reward or ChildResult -> ChildResult."""
-  if isinstance(result, ChildResult):
-    return result
-  r = float(result)
-  ok = bool(np.isfinite(r))
-  return ChildResult(reward=r, split_rewards=(r,), status=OK if ok else FAILED,
-                     error="" if ok else "NonFiniteReward")
-
-
 class Ledger:
   """History, steps, memo, resume, checkpoints, TensorBoard and progress of one search."""
 
@@ -372,7 +215,7 @@ class Ledger:
       if next_chunk + 1 < len(chunks) and hasattr(evaluator, "prefetch"):
         evaluator.prefetch(chunks[next_chunk + 1])
       for arch, res in zip(chunk, evaluator(chunk)):
-        results[arch] = _normalise(res)
+        results[arch] = normalise(res)
       next_chunk += 1
 
     records = []
@@ -383,7 +226,7 @@ class Ledger:
           evaluate_next()
         res = results.pop(arch, None)
         if res is None:  # A repeat within this step whose first occurrence failed.
-          res = _normalise(evaluator([arch])[0])
+          res = normalise(evaluator([arch])[0])
         rec = self._record(step, k, arch, actions[k], res)
       elif rec.step != step or rec.child != k:  # A memo hit: this child's own line.
         rec = dataclasses.replace(rec, step=step, child=k, index=step * self.m + k,
@@ -539,155 +382,3 @@ def run_search(config, evaluator: Callable, workdir: str, *, strategy: Optional[
   return ledger.result()
 
 
-# ---------------------------------------------------------------------------- evaluators
-
-
-class DistributedEvaluator:
-  """Splits each call's children over the processes of a `jax.distributed` run.
-
-  Process p trains the children i with i % num_processes == p (with its local evaluator), then
-  every result is all-gathered (`multihost_utils.process_allgather` of the JSON-encoded results,
-  exact), so every process sees the same rewards, applies the same update and holds the same
-  history as a single-process run. Weights stay on the process that trained them.
-  """
-
-  def __init__(self, local, name: str = "children"):
-    self.local, self.name, self.calls = local, name, 0
-    self.pid, self.n = jax.process_index(), jax.process_count()
-    self.parallelism = self.n * max(1, int(getattr(local, "parallelism", 1)))
-
-  def _mine(self, archs):
-    return [a for i, a in enumerate(archs) if i % self.n == self.pid]
-
-  def prefetch(self, archs):
-    if hasattr(self.local, "prefetch"):
-      self.local.prefetch(self._mine(archs))
-
-  def __call__(self, archs):
-    from nasrl_jax import multihost  # pylint: disable=g-import-not-at-top
-    mine = self._mine(archs)
-    local = [_normalise(r) for r in (self.local(mine) if mine else [])]
-    self.calls += 1
-    # Through the coordination service: a process whose children took longer may arrive much
-    # later than its peers (JAX's CPU collectives give it 30 s).
-    parts = multihost.allgather_json(
-        [dataclasses.asdict(dataclasses.replace(r, weights=None)) for r in local],
-        f"{self.name}-{self.calls}")
-    out = []
-    for i in range(len(archs)):
-      p, j = i % self.n, i // self.n
-      if p == self.pid:
-        out.append(local[j])
-        continue
-      d = dict(parts[p][j])
-      for k in ("reward", "best_val_loss"):
-        d[k] = float("nan") if d.get(k) is None else d[k]
-      out.append(ChildResult(**d))
-    return out
-
-
-class ChildEvaluator:
-  """Trains each child on the search's reward splits; its reward is the mean over the splits.
-
-  A child whose training is non-finite on any split fails as a whole; one that raises (out of
-  memory, ...) fails with the error class; one whose estimated memory exceeds the device's
-  (`preflight.fits`) is `does_not_fit` without training. The search goes on either way.
-
-  Scale-out: with several local devices, the children passed in one call train concurrently, one
-  per device (a thread each; the dataset is copied to every device once). `prefetch(archs)`
-  compiles upcoming children in a background thread while the current ones train
-  (`config.search.aot_compile`: on | off | auto = on when the host has more than 4 cores).
-  """
-
-  def __init__(self, trainer_factory, data, splits: Sequence, keys: Sequence, *, config,
-               devices=None, keep_weights: bool = False, tag=None, fit_check=None):
-    """Args:
-      trainer_factory: arch -> train.TrainFns (the run's `make_train_fn` with its settings).
-      data: train.DeviceData on the first device.
-      splits, keys: the reward splits and one training key per split.
-      config: the experiment config (controller.reward_metric / reward, search.aot_compile).
-      devices: local devices training children concurrently (default: data's device).
-      keep_weights: return split 0's kept weights (top-k checkpointing).
-      tag: passed to every training call (what it is for; read by the tests' leakage checks).
-      fit_check: optional (arch, fns, device) -> (reason or '', fns) (memory pre-flight,
-        `preflight.make_fit_check`).
-    """
-    from nasrl_jax import child as child_lib  # pylint: disable=g-import-not-at-top
-    from nasrl_jax import reinforce  # pylint: disable=g-import-not-at-top
-    self._child, self._reinforce = child_lib, reinforce
-    self.factory, self.splits, self.keys = trainer_factory, list(splits), list(keys)
-    self.config, self.keep_weights, self.tag, self.fit_check = config, keep_weights, tag, fit_check
-    home = data.device
-    self.devices = list(devices) if devices else [home]
-    self.data = {d: (data if d == home else data.to(d)) for d in self.devices}
-    self.parallelism = len(self.devices)
-    aot = config.search.aot_compile
-    if aot not in ("on", "off", "auto"):
-      raise UserInputError(f"config.search.aot_compile={aot!r}: use on, off or auto")
-    self.aot = aot == "on" or (aot == "auto" and (os.cpu_count() or 1) > 4)
-    self._pool = concurrent.futures.ThreadPoolExecutor(max(2, len(self.devices)))
-    self._prefetched = {}
-
-  def prefetch(self, archs) -> None:
-    """Starts compiling these children's programs in the background (in evaluation order)."""
-    if not self.aot:
-      return
-    for i, arch in enumerate(archs):
-      dev = self.devices[i % len(self.devices)]
-      if (arch, dev) not in self._prefetched:
-        self._prefetched[(arch, dev)] = self._pool.submit(
-            lambda a, d: self.factory(a).programs(d), arch, dev)
-
-  def evaluate_one(self, arch, device=None) -> ChildResult:
-    device = device or self.devices[0]
-    spec = self.factory.spec
-    params = self._child.count_params_for(arch, spec)
-    flops = self._child.count_flops(arch, spec)
-    try:
-      fns = self.factory(arch)
-      future = self._prefetched.pop((arch, device), None)
-      programs = future.result() if future is not None else fns.programs(device)
-      if self.fit_check is not None:
-        why, fns = self.fit_check(arch, fns, device)
-        if why:
-          return ChildResult(params=params, flops=flops, status=DOES_NOT_FIT, error=why,
-                             compile_seconds=programs.compile_seconds)
-      results = fns.train_many(self.keys, self.data[device], self.splits, tag=self.tag)
-    except Exception as e:  # pylint: disable=broad-except  (fault isolation, see docstring)
-      logging.warning("child %s failed: %s: %s", arch, type(e).__name__, str(e)[:300])
-      return ChildResult(params=params, flops=flops, status=FAILED,
-                         error=f"{type(e).__name__}: {str(e)[:300]}")
-    bad = [j for j, r in enumerate(results) if not r.finite]
-    first = results[0]
-    common = dict(val_acc=tuple(map(float, first.val_acc)),
-                  val_loss=tuple(map(float, first.val_loss)),
-                  train_loss=tuple(map(float, first.train_loss)),
-                  best_val_loss=first.best_val_loss, best_epoch=first.best_epoch, params=params,
-                  flops=flops, compile_seconds=programs.compile_seconds,
-                  train_seconds=float(sum(r.train_seconds for r in results)))
-    if bad:
-      return ChildResult(status=FAILED, error=f"ChildTrainingError: non-finite loss on reward "
-                         f"split(s) {bad}", **common)
-    scores = [self._reinforce.split_reward(r, params, self.config, spec.num_classes)
-              for r in results]
-    rewards = [s["reward"] for s in scores]
-    metrics = {k: float(np.nanmean([s[k] for s in scores])) if any(
-        np.isfinite(s[k]) for s in scores) else float("nan") for k in scores[0] if k != "reward"}
-    reward = float(np.mean(rewards))
-    return ChildResult(reward=reward, split_rewards=tuple(rewards), metrics=metrics,
-                       status=OK if np.isfinite(reward) else FAILED,
-                       error="" if np.isfinite(reward) else "NonFiniteReward",
-                       weights=(first.params, first.batch_stats) if self.keep_weights else None,
-                       **common)
-
-  def __call__(self, archs):
-    """Evaluates up to `parallelism` children concurrently (child i on device i mod n)."""
-    if len(self.devices) == 1 or len(archs) == 1:
-      return [self.evaluate_one(a, self.devices[i % len(self.devices)])
-              for i, a in enumerate(archs)]
-    futures = [self._pool.submit(self.evaluate_one, a, self.devices[i % len(self.devices)])
-               for i, a in enumerate(archs)]
-    return [f.result() for f in futures]
-
-  def close(self):
-    self._pool.shutdown(wait=True, cancel_futures=True)

@@ -17,7 +17,7 @@ import pytest
 from etils import epath
 
 from conftest import ROOT
-from nasrl_jax import checkpoint
+from nasrl_jax import checkpoint, orbax_io
 from nasrl_jax.errors import UserInputError
 
 # A restore that fails inside Orbax used to leave tensorstore callbacks aimed at Orbax's closed
@@ -186,7 +186,7 @@ def test_orbax_alone_misses_a_flipped_array_byte(tmp_path):
   params = _model_params(0)
   checkpoint.save_model(tmp_path / "m", params, {})
   _flip_array_byte(tmp_path / "m" / "params")
-  target = checkpoint._abstract(params)  # pylint: disable=protected-access
+  target = orbax_io.abstract(params)
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
     raw = ckptr.restore(epath.Path(tmp_path / "m"), args=ocp.args.Composite(
         params=ocp.args.StandardRestore(target)))["params"]

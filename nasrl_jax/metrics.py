@@ -4,8 +4,6 @@ This module owns:
   * test metrics: binary (accuracy, sensitivity, specificity, balanced accuracy, PPV, NPV, AUROC,
     confusion), multi-class for grade mode, the binary S0 vs S1-S3 view of grade predictions,
     subject-level aggregation, mean +- std over folds, the validation threshold (Youden's J);
-  * probability quality: the Brier score, the calibration intercept and slope (logistic
-    recalibration, Cox 1958), the net benefit of a decision curve (Vickers & Elkin 2006);
   * `degenerate`: whether a training's test predictions are near-constant (the one rule the
     report and every benchmark use);
   * the same metrics for B rows of per-image weights at once (`weighted_*`), which is how the
@@ -21,24 +19,21 @@ Conventions:
 scikit-learn is imported inside the functions that use it: the search core (`reinforce`) scores
 rewards with `auroc` here and must not import scikit-learn (tests/test_imports.py).
 
+Probability quality (Brier, calibration intercept and slope, net benefit) is `calibration.py`.
 Written by hand only where no library installed here offers the vectorised form: the weighted
-AUROC (a sorted Mann-Whitney sum), the weighted logistic recalibration (Newton steps over all
-rows at once; checked against statsmodels in the tests) and net benefit.
+AUROC (a sorted Mann-Whitney sum).
 """
 
 import math
 import warnings
 
 import numpy as np
-import scipy.special
 
 # A training is degenerate (near-constant) when the interquartile range of its test P(fatty) is
 # below DEGENERATE_IQR, or when its validation threshold puts at least DEGENERATE_ONE_CLASS of its
 # test images in one class.
 DEGENERATE_IQR = 0.05
 DEGENERATE_ONE_CLASS = 0.95
-# Probabilities are clipped to [CLIP, 1 - CLIP] before the logit of the calibration fit.
-CLIP = 1e-6
 
 
 def _check_binary(y_true, prob, where):
@@ -237,7 +232,8 @@ def binary_view(y_true, prob):
 # B calls into scikit-learn. With one row of ones they are the unweighted metrics.
 
 
-def _rows(weights, n, where):
+def weight_rows(weights, n, where):
+  """weights as float64 [B, n] (a vector is one row), checked non-negative."""
   w = np.asarray(weights, np.float64)
   if w.ndim == 1:
     w = w[None, :]
@@ -246,7 +242,7 @@ def _rows(weights, n, where):
   return w
 
 
-def _ratio(num, den):
+def safe_ratio(num, den):
   """num / den elementwise, nan where den is 0 (an undefined rate, not an error)."""
   num = np.asarray(num, np.float64)
   den = np.asarray(den, np.float64)
@@ -282,7 +278,7 @@ def weighted_auroc(weights, y_true, score):
   if s.shape != y.shape or y.size == 0:
     raise ValueError(
         f"weighted_auroc: y_true {y.shape} and score {s.shape} must be equal and non-empty")
-  w = _rows(weights, y.size, "weighted_auroc")
+  w = weight_rows(weights, y.size, "weighted_auroc")
   order = np.argsort(s, kind="stable")
   s, y = s[order], y[order]
   # Images along axis 0, resamples along axis 1 (contiguous): reduceat then sums whole rows,
@@ -293,7 +289,7 @@ def weighted_auroc(weights, y_true, score):
   neg = np.add.reduceat(wt * ~y[:, None], starts, axis=0)
   below = np.cumsum(neg, axis=0) - neg  # Negative weight strictly below each run.
   wins = np.sum(pos * (below + 0.5 * neg), axis=0)
-  return _ratio(wins, pos.sum(axis=0) * neg.sum(axis=0))
+  return safe_ratio(wins, pos.sum(axis=0) * neg.sum(axis=0))
 
 
 def auroc(labels, probs, num_classes: int) -> float:
@@ -331,131 +327,17 @@ def weighted_binary_metrics(weights, y_true, score, threshold=0.5, with_auroc=Tr
   """
   y = np.asarray(y_true).astype(bool).reshape(-1)
   s = np.asarray(score, np.float64).reshape(-1)
-  w = _rows(weights, y.size, "weighted_binary_metrics")
+  w = weight_rows(weights, y.size, "weighted_binary_metrics")
   pred = s >= np.asarray(threshold, np.float64)
   f = lambda mask: w @ mask.astype(np.float64)
   tp, tn, fp, fn = f(pred & y), f(~pred & ~y), f(pred & ~y), f(~pred & y)
-  sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
-  out = {"accuracy": _ratio(tp + tn, w.sum(axis=1)), "sensitivity": sens, "specificity": spec,
-         "balanced_accuracy": (sens + spec) / 2.0, "ppv": _ratio(tp, tp + fp),
-         "npv": _ratio(tn, tn + fn)}
+  sens, spec = safe_ratio(tp, tp + fn), safe_ratio(tn, tn + fp)
+  out = {"accuracy": safe_ratio(tp + tn, w.sum(axis=1)), "sensitivity": sens, "specificity": spec,
+         "balanced_accuracy": (sens + spec) / 2.0, "ppv": safe_ratio(tp, tp + fp),
+         "npv": safe_ratio(tn, tn + fn)}
   if with_auroc:
     out["auroc"] = weighted_auroc(w, y, s)
   return out
-
-
-def weighted_brier(weights, y_true, score):
-  """Brier score (mean squared error of P(fatty) against the 0/1 label) for each row of weights."""
-  y = np.asarray(y_true, np.float64).reshape(-1)
-  s = np.asarray(score, np.float64).reshape(-1)
-  w = _rows(weights, y.size, "weighted_brier")
-  return _ratio(w @ np.square(s - y), w.sum(axis=1))
-
-
-def _logit(p):
-  p = np.clip(np.asarray(p, np.float64), CLIP, 1.0 - CLIP)
-  return np.log(p) - np.log1p(-p)
-
-
-def _newton(w, y, x, slope: bool, iterations: int, tol: float, start=(0.0, 1.0)):
-  """Weighted logistic fit per row of w: logit P(y) = a + b x (slope) or a + x (offset x).
-
-  Returns (a, b, converged) with b = 1 for the offset fit. Rows start at `start`, iterate until
-  their step is below tol; rows whose coefficients run off (separation) stop there and count as
-  not converged.
-  """
-  rows = w.shape[0]
-  a, b = np.full(rows, float(start[0])), np.full(rows, float(start[1]))
-  done = np.zeros(rows, bool)
-  active = np.arange(rows)
-  for _ in range(iterations):
-    wa = w[active]
-    mu = scipy.special.expit(a[active, None] + b[active, None] * x)
-    r, v = wa * (y - mu), wa * mu * (1.0 - mu)
-    g0, h00 = r.sum(axis=1), v.sum(axis=1)
-    if slope:
-      g1, h01, h11 = r @ x, v @ x, v @ (x * x)
-      det = h00 * h11 - h01 ** 2
-      ok = det > 1e-12 * np.maximum(h00 * h11, 1e-300)
-      det = np.where(ok, det, 1.0)
-      da, db = (h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det
-    else:
-      ok = h00 > 0
-      da, db = g0 / np.where(ok, h00, 1.0), np.zeros_like(g0)
-    da, db = np.where(ok, da, 0.0), np.where(ok, db, 0.0)
-    a[active] += da
-    b[active] += db
-    small = (np.abs(da) < tol) & (np.abs(db) < tol)
-    runaway = ~ok | (np.abs(a[active]) > 1e3) | (np.abs(b[active]) > 1e3)
-    done[active[small & ~runaway]] = True
-    active = active[~(small | runaway)]
-    if active.size == 0:
-      break
-  return a, b, done
-
-
-def weighted_calibration(weights, y_true, score, iterations=30, tol=1e-8, max_rows=None):
-  """Calibration intercept and slope (logistic recalibration) for each row of weights.
-
-  slope: b of logit P(y = 1) = a + b logit(p), fitted by maximum likelihood (1 = well calibrated,
-  < 1 = predictions too extreme); intercept: a of logit P(y = 1) = a + logit(p) (calibration in the
-  large, slope fixed at 1; 0 = well calibrated, > 0 = risks too low). Both by Newton steps on all
-  rows at once. NaN where a fit is undefined: one class only, predictions that do not vary (the
-  slope), or a fit that does not converge (separation).
-
-  Args:
-    weights: [B, n] (or [n]) non-negative weights.
-    y_true: [n] labels 0/1.
-    score: [n] probability of class 1.
-    iterations, tol: Newton's limits.
-    max_rows: fit only the first max_rows rows (the rest are NaN): a bootstrap's calibration
-      interval from fewer resamples, the fits being most of a report's computing time.
-
-  Returns:
-    {"calibration_intercept": [B], "calibration_slope": [B]}.
-  """
-  y = np.asarray(y_true, np.float64).reshape(-1)
-  x = _logit(np.asarray(score).reshape(-1))
-  w_all = _rows(weights, y.size, "weighted_calibration")
-  out = {k: np.full(w_all.shape[0], np.nan) for k in ("calibration_intercept",
-                                                      "calibration_slope")}
-  w = w_all[:max_rows] if max_rows else w_all
-  total, pos = w.sum(axis=1), w @ y
-  both = (pos > 0) & (pos < total)
-  xm = np.divide(w @ x, total, out=np.zeros_like(total), where=total > 0)
-  spread = np.divide(w @ (x * x), total, out=np.zeros_like(total), where=total > 0) - xm ** 2
-  # Bootstrap rows are perturbations of the unit-weight data: starting them at its fit saves
-  # most of Newton's iterations.
-  unit = np.ones((1, y.size))
-  a0, _, ok0 = _newton(unit, y, x, False, iterations, tol)
-  a, _, ok = _newton(w, y, x, False, iterations, tol, (a0[0] if ok0[0] else 0.0, 1.0))
-  out["calibration_intercept"][:w.shape[0]] = np.where(both & ok, a, np.nan)
-  a0, b0, ok0 = _newton(unit, y, x, True, iterations, tol)
-  _, b, ok = _newton(w, y, x, True, iterations, tol,
-                     (a0[0], b0[0]) if ok0[0] else (0.0, 1.0))
-  out["calibration_slope"][:w.shape[0]] = np.where(both & ok & (spread > 1e-10), b, np.nan)
-  return out
-
-
-def net_benefit(y_true, score, thresholds):
-  """Net benefit of treating where P(fatty) >= t, for each threshold t (Vickers & Elkin 2006).
-
-  NB(t) = TP / n - FP / n * t / (1 - t): true positives found, less false positives weighed by the
-  odds at which a patient would accept the intervention. "Treat all" is `net_benefit(y, ones)`.
-
-  Returns:
-    float64 [len(thresholds)].
-  """
-  y = np.asarray(y_true).astype(bool).reshape(-1)
-  s = np.asarray(score, np.float64).reshape(-1)
-  t = np.asarray(thresholds, np.float64).reshape(-1)
-  if np.any((t <= 0) | (t >= 1)):
-    raise ValueError("net_benefit: thresholds must lie strictly between 0 and 1")
-  pred = s[None, :] >= t[:, None]
-  n = max(y.size, 1)
-  tp = (pred & y).sum(axis=1) / n
-  fp = (pred & ~y).sum(axis=1) / n
-  return tp - fp * t / (1.0 - t)
 
 
 def degenerate_reason(prob, threshold) -> str:
@@ -502,15 +384,15 @@ def weighted_multiclass_metrics(weights, y_true, prob):
   """
   y = np.asarray(y_true).reshape(-1)
   p = np.asarray(prob, np.float64)
-  w = _rows(weights, y.size, "weighted_multiclass_metrics")
+  w = weight_rows(weights, y.size, "weighted_multiclass_metrics")
   correct = (np.argmax(p, axis=1) == y)
   sens, auc = [], []
   for k in range(p.shape[1]):
     is_k = y == k
-    sens.append(_ratio(w @ (correct & is_k).astype(np.float64), w @ is_k.astype(np.float64)))
+    sens.append(safe_ratio(w @ (correct & is_k).astype(np.float64), w @ is_k.astype(np.float64)))
     auc.append(weighted_auroc(w, is_k, p[:, k]))
   return {
-      "accuracy": _ratio(w @ correct.astype(np.float64), w.sum(axis=1)),
+      "accuracy": safe_ratio(w @ correct.astype(np.float64), w.sum(axis=1)),
       "sensitivity": np.stack(sens, axis=1),
       "auroc_macro": _nanmean(np.stack(auc, axis=1), axis=1),
   }

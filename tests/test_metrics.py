@@ -1,6 +1,5 @@
 """Tests for nasrl_jax.metrics against hand-computed values and scikit-learn / statsmodels."""
 
-import itertools
 import math
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 import statsmodels.api as sm
 from sklearn import metrics as skm
 
+from nasrl_jax import calibration as C
 from nasrl_jax import metrics as M
 
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
@@ -202,7 +202,7 @@ def test_weighted_ppv_npv_balanced_accuracy_and_brier_match_sklearn():
   assert got["ppv"][0] == pytest.approx(skm.precision_score(y, pred, sample_weight=w))
   assert got["npv"][0] == pytest.approx(
       skm.precision_score(1 - y, 1 - pred, sample_weight=w))
-  assert M.weighted_brier(w, y, p)[0] == pytest.approx(skm.brier_score_loss(y, p, sample_weight=w))
+  assert C.weighted_brier(w, y, p)[0] == pytest.approx(skm.brier_score_loss(y, p, sample_weight=w))
   # Nothing called positive: PPV is undefined (nan), not 0.
   assert math.isnan(M.weighted_binary_metrics(np.ones(80), y, p, 2.0)["ppv"][0])
 
@@ -214,7 +214,7 @@ def test_calibration_intercept_and_slope_match_statsmodels_per_bootstrap_row():
   y = (rng.uniform(size=n) < p ** 1.5).astype(int)  # Miscalibrated on purpose.
   x = np.log(p / (1 - p))
   w = np.vstack([np.ones(n), rng.multinomial(n, np.ones(n) / n, size=3)])
-  got = M.weighted_calibration(w, y, p)
+  got = C.weighted_calibration(w, y, p)
   for row in range(w.shape[0]):
     slope = sm.GLM(y, sm.add_constant(x), family=sm.families.Binomial(),
                    freq_weights=w[row]).fit()
@@ -224,15 +224,15 @@ def test_calibration_intercept_and_slope_match_statsmodels_per_bootstrap_row():
     assert got["calibration_intercept"][row] == pytest.approx(large.params[0], abs=1e-6)
   # Perfectly calibrated in expectation: y drawn from p itself.
   big = rng.uniform(0.05, 0.95, 20000)
-  calibrated = M.weighted_calibration(np.ones(big.size), rng.uniform(size=big.size) < big, big)
+  calibrated = C.weighted_calibration(np.ones(big.size), rng.uniform(size=big.size) < big, big)
   assert calibrated["calibration_slope"][0] == pytest.approx(1.0, abs=0.08)
   assert calibrated["calibration_intercept"][0] == pytest.approx(0.0, abs=0.05)
   # Undefined: constant predictions (slope), one class only (both); max_rows leaves the rest NaN.
-  flat = M.weighted_calibration(np.ones(n), y, np.full(n, 0.6))
+  flat = C.weighted_calibration(np.ones(n), y, np.full(n, 0.6))
   assert math.isnan(flat["calibration_slope"][0]) and math.isfinite(flat["calibration_intercept"][0])
-  one = M.weighted_calibration(np.ones(n), np.ones(n), p)
+  one = C.weighted_calibration(np.ones(n), np.ones(n), p)
   assert math.isnan(one["calibration_slope"][0]) and math.isnan(one["calibration_intercept"][0])
-  part = M.weighted_calibration(w, y, p, max_rows=2)
+  part = C.weighted_calibration(w, y, p, max_rows=2)
   assert np.isfinite(part["calibration_slope"][:2]).all()
   assert np.isnan(part["calibration_slope"][2:]).all()
 
@@ -242,11 +242,11 @@ def test_net_benefit_hand_values():
   # NB = 3/10 - 1/10 * 0.5/0.5 = 0.2. At t = 0.2: 4 TP, 3 FP -> 0.4 - 0.3 * 0.25 = 0.325.
   y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
   p = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.4, 0.25, 0.1, 0.1, 0.05])
-  np.testing.assert_allclose(M.net_benefit(y, p, [0.5, 0.2]), [0.2, 0.325])
+  np.testing.assert_allclose(C.net_benefit(y, p, [0.5, 0.2]), [0.2, 0.325])
   # Treat all: prevalence - (1 - prevalence) t / (1 - t).
-  np.testing.assert_allclose(M.net_benefit(y, np.ones(10), [0.25]), [0.4 - 0.6 / 3])
+  np.testing.assert_allclose(C.net_benefit(y, np.ones(10), [0.25]), [0.4 - 0.6 / 3])
   with pytest.raises(ValueError, match="strictly between"):
-    M.net_benefit(y, p, [0.0])
+    C.net_benefit(y, p, [0.0])
 
 
 def test_degenerate_is_a_narrow_spread_or_one_class_at_the_threshold():

@@ -26,6 +26,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 import fake_results
+from nasrl_jax import calibration
 from nasrl_jax import metrics
 from nasrl_jax import report
 from nasrl_jax.errors import UserInputError
@@ -379,7 +380,7 @@ def test_calibration_and_sensitivity_by_grade_by_hand():
   fold0 = src["folds"][0]
   y = np.asarray(fold0["test"]["label"])
   p = np.asarray(fold0["test"]["prob"])[:, 1]
-  want = metrics.weighted_calibration(np.ones(y.size), y, p)
+  want = calibration.weighted_calibration(np.ones(y.size), y, p)
   got = next(f for f in m["folds"] if (f["fold"], f["training_seed"]) == (0, 0))["metrics"]
   assert got["image"]["calibration_slope"] == pytest.approx(want["calibration_slope"][0])
   cap = np.asarray(fold0["test"]["cap"])

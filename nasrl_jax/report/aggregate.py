@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from nasrl_jax import calibration
 from nasrl_jax import metrics
 from nasrl_jax import stats
 from nasrl_jax.report import intervals
@@ -139,8 +140,8 @@ def statistic(grade_mode=False):
     out = {k: at_half[k] for k in METRICS}
     at_val = metrics.weighted_binary_metrics(w, y, s, part["val_threshold"], with_auroc=False)
     out.update({f"val_{k}": v for k, v in at_val.items()})
-    out["brier"] = metrics.weighted_brier(w, y, s)
-    out.update(metrics.weighted_calibration(w, y, s, max_rows=CALIBRATION_RESAMPLES))
+    out["brier"] = calibration.weighted_brier(w, y, s)
+    out.update(calibration.weighted_calibration(w, y, s, max_rows=CALIBRATION_RESAMPLES))
     if "grade_fatty" in part:
       pred = (s >= part["val_threshold"]).astype(np.float64)
       ww = np.atleast_2d(w)

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
+from nasrl_jax import calibration
 from nasrl_jax import metrics
 
 FPR_GRID = np.linspace(0.0, 1.0, 101)
@@ -75,9 +76,9 @@ def decision_curve(entry, thresholds=NET_BENEFIT_THRESHOLDS):
   """{"thresholds", "folds": {fold: net benefit}, "mean", "treat_all": mean over folds}."""
   per_fold, treat_all = {}, {}
   for f, trainings in _trainings_by_fold(entry).items():
-    per_fold[f] = [metrics.net_benefit(y, p, thresholds) for y, p in trainings]
+    per_fold[f] = [calibration.net_benefit(y, p, thresholds) for y, p in trainings]
     y = trainings[0][0]
-    treat_all[f] = [metrics.net_benefit(y, np.ones_like(y, np.float64), thresholds)]
+    treat_all[f] = [calibration.net_benefit(y, np.ones_like(y, np.float64), thresholds)]
   folds, mean = _fold_means(per_fold)
   _, all_mean = _fold_means(treat_all)
   return {"thresholds": thresholds, "folds": folds, "mean": mean, "treat_all": all_mean}

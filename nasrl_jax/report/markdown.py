@@ -1,28 +1,25 @@
 """report.md and table1.csv: the report as a clinical researcher reads it.
 
-This module owns the wording and layout of the results; `markdown_search` holds the search
-sections and `text` the number formatting. It reads only the JSON-safe report object (what
-report.json holds: NaN already None), so report.md never says anything report.json does not. The
-order follows a reader's questions: what protocol and which cohort, did the models learn and does
-the pre-specified primary comparison show a difference (plain sentences), the data and its flow,
-Table 1 in the paper's layout, what the intervals cover, the clinical metrics at the validation
+This module owns the wording and layout of the results; `markdown_clinical` holds the clinical
+sections (validation-threshold metrics, probability quality, degenerate trainings),
+`markdown_search` the search sections and `text` the number formatting. It reads only the
+JSON-safe report object (what report.json holds: NaN already None), so report.md never says
+anything report.json does not. The order follows a reader's questions: what protocol and which
+cohort, did the models learn and does the pre-specified primary comparison show a difference
+(plain sentences), the data and its flow, Table 1 in the paper's layout, what the intervals cover, the clinical metrics at the validation
 threshold, calibration, degenerate trainings, then the detail a reviewer checks.
 """
 
 import csv
 import io
 
+from nasrl_jax.report import markdown_clinical
 from nasrl_jax.report import markdown_search
 from nasrl_jax.report import statistics
-from nasrl_jax.report.text import (ci_text, code, fmt, finite, flops_text, int_text,
-                                   not_estimable_notes, stat_text, table, value_ci)
+from nasrl_jax.report.text import (METRIC_TITLES, ci_text, code, fmt, finite, flops_text,
+                                   int_text, not_estimable_notes, stat_text, table, value_ci)
 
 METRICS = ("accuracy", "sensitivity", "specificity", "auroc")
-METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity",
-                 "specificity": "Specificity", "auroc": "AUROC",
-                 "balanced_accuracy": "Balanced accuracy", "ppv": "PPV", "npv": "NPV",
-                 "brier": "Brier"}
-CLINICAL_COLUMNS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv")
 
 # The paper's Table 1 (Lin et al.; 10-fold CV, 224x224, RTX 2080Ti, TensorFlow 2.11). Shown beside
 # ours for reference only, labelled as the paper's; AUROC and FLOPs were not reported.
@@ -95,8 +92,10 @@ def protocol_section(report):
         f"`--config.eval.protocol=nested` for a result that can be published as an estimate."]
   boot = report.get("bootstrap") or {}
   score = report.get("fold_score") or "the mean of its test trainings"
+  resamples = boot.get("resamples", "n/a")
   lines += ["", f"A fold's value of any metric is {score}. Every \"mean +- std [95 % CI]\": mean "
-            f"and sample std over outer folds; {interval_rule(report)} Bootstrap: {boot.get('resamples', 'n/a')} resamples, seed "
+            f"and sample std over outer folds; {interval_rule(report)} Bootstrap: {resamples} "
+            f"resamples, seed "
             f"{boot.get('seed', 'n/a')} (from the run's root key). Table 1 thresholds P(fatty) at "
             "0.5 (the paper's); the clinical metrics use each training's validation threshold."]
   return lines
@@ -236,86 +235,6 @@ def intervals_section(report):
                  "sd over training seeds"], rows), ""]
 
 
-def clinical_section(report):
-  lines = ["## Clinical metrics at the validation threshold", "",
-           "Each test training's threshold on P(fatty) was chosen on its own validation part "
-           "(Youden's J), never on test data: the operating point an exported model uses. "
-           "Prevalence and the no-information rate (the accuracy of always calling the majority "
-           "class) are the test parts'; accuracy means little unless it clears the latter.", ""]
-  for level in ("image", "subject"):
-    rows, notes = [], []
-    for m in report["models"]:
-      block = m if level == "image" else m["subject"]
-      at = block["at_val_threshold"]
-      rows.append([m["name"], fmt(block["prevalence"]["mean"]),
-                   fmt(block["no_information_rate"]["mean"])] +
-                  [stat_text(at[n], std=False) for n in CLINICAL_COLUMNS])
-      notes += [(f"{m['name']} {METRIC_TITLES[n]}", at[n]) for n in CLINICAL_COLUMNS]
-    lines += [f"{level.capitalize()} level:", "",
-              table(["Model", "prevalence", "no-information rate"] +
-                    [METRIC_TITLES[n] for n in CLINICAL_COLUMNS], rows), ""]
-    lines += not_estimable_notes(notes) + [""]
-  rows = [[m["name"], fmt(m["thresholds"]["mean"]), fmt(m["thresholds"].get("sd")),
-           f"[{fmt(m['thresholds']['min'])}, {fmt(m['thresholds']['max'])}]",
-           m["thresholds"]["n"]] for m in report["models"]]
-  lines += ["Validation thresholds over the test trainings:", "",
-            table(["Model", "mean", "sd", "range", "trainings"], rows), ""]
-  return lines + calibration_lines(report) + grade_sensitivity_lines(report)
-
-
-def calibration_lines(report):
-  rows, notes = [], []
-  for m in report["models"]:
-    for level, block in (("image", m), ("subject", m["subject"])):
-      cal = block["calibration"]
-      rows.append([m["name"], level, stat_text(block["brier"], std=False, digits=3),
-                   stat_text(cal["intercept"], std=False), stat_text(cal["slope"], std=False)])
-      notes += [(f"{m['name']} {level} {k}", v) for k, v in
-                (("Brier", block["brier"]), ("intercept", cal["intercept"]),
-                 ("slope", cal["slope"]))]
-  return (["### Probability quality", "",
-           "Brier score (0 is perfect; always predicting the prevalence scores prev x (1 - prev)); "
-           "calibration intercept (calibration in the large: 0 is ideal, > 0 means predicted "
-           "risks too low) and slope (1 is ideal, < 1 means predictions too extreme) from a "
-           "logistic recalibration of each training's predictions. See plots/calibration.png and "
-           "plots/decision_curve.png.", "",
-           table(["Model", "level", "Brier", "calibration intercept", "calibration slope"], rows),
-           ""] + not_estimable_notes(notes) + [""])
-
-
-def grade_sensitivity_lines(report):
-  models = [m for m in report["models"] if m.get("sensitivity_by_grade")]
-  if not models:
-    return []
-  rows, notes = [], []
-  for m in models:
-    g = m["sensitivity_by_grade"]
-    rows.append([m["name"]] + [stat_text(g[k], std=False) for k in g])
-    notes += [(f"{m['name']} {k}", v) for k, v in g.items()]
-  return (["### Sensitivity by grade (early detection)", "",
-           "Sensitivity at the validation threshold among fatty images whose CAP places them in "
-           "S1 (early: cap cut-off to the S2 cut-off) or S2-S3: the paper's question is early "
-           "detection.", "",
-           table(["Model"] + list(models[0]["sensitivity_by_grade"]), rows), ""] +
-          not_estimable_notes(notes) + [""])
-
-
-def degenerate_section(report):
-  lines = ["## Degenerate trainings", "",
-           "A test training is degenerate (near-constant) when the interquartile range of its "
-           "test P(fatty) is below 0.05 or its validation threshold calls >= 95 % of its test "
-           "images one class (`metrics.degenerate`). \"Learned\" requires none.", ""]
-  rows = [[m["name"], d["fold"], "n/a" if d.get("seed") is None else d["seed"],
-           d["training_seed"], d["reason"]] for m in report["models"]
-          for d in m.get("degenerate") or []]
-  counts = ", ".join(f"{m['name']} {m.get('degenerate_trainings', 0)} of {m.get('trainings')}"
-                     for m in report["models"])
-  lines.append(f"Degenerate test trainings: {counts}.")
-  if rows:
-    lines += ["", table(["Model", "outer fold", "search seed", "training seed", "why"], rows)]
-  return lines + [""]
-
-
 def subject_section(models):
   rows = [[m["name"]] + [stat_text(m["subject"][n]) for n in METRICS] for m in models]
   return ["### Table 1 per subject", "",
@@ -409,7 +328,8 @@ def _comparison_rows(comps, holm):
 def comparisons_section(report):
   p = report.get("primary") or {}
   lines = ["## Comparisons", "", "### Primary (pre-specified)", "",
-           f"Per-outer-fold differences of {statistics.metric_label(p.get('level'), p.get('metric'))}"
+           "Per-outer-fold differences of "
+           f"{statistics.metric_label(p.get('level'), p.get('metric'))}"
            f" by the Nadeau-Bengio corrected resampled t-test (df = k - 1; variance inflated by "
            f"n_test / (n - n_test) because the folds' training sets overlap); Holm over the "
            f"{p.get('family', 0)} estimable primary comparisons.", "",
@@ -466,7 +386,7 @@ def build(report, plot_names=()):
           f"{report.get('device') or 'n/a'}, code {code(versions.get('git_commit'))}.", ""]
   out += summary_section(report) + data_section(report)
   out += table1_section(report) + intervals_section(report)
-  out += clinical_section(report) + degenerate_section(report)
+  out += markdown_clinical.clinical_section(report) + markdown_clinical.degenerate_section(report)
   out += subject_section(models) + per_fold_section(models) + per_seed_section(report)
   out += group_section(report) + grade_section(report)
   out += comparisons_section(report) + search_fold_section(report)

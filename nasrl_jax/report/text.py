@@ -6,6 +6,11 @@ import numbers
 # Decimals of every metric shown (the paper's Table 1 uses 2).
 DIGITS = 2
 NOT_ESTIMABLE = "not estimable"
+# How report.md names each metric.
+METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity",
+                 "specificity": "Specificity", "auroc": "AUROC",
+                 "balanced_accuracy": "Balanced accuracy", "ppv": "PPV", "npv": "NPV",
+                 "brier": "Brier"}
 
 
 def finite(x):

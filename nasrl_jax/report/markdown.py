@@ -6,8 +6,9 @@ sections (validation-threshold metrics, probability quality, degenerate training
 JSON-safe report object (what report.json holds: NaN already None), so report.md never says
 anything report.json does not. The order follows a reader's questions: what protocol and which
 cohort, did the models learn and does the pre-specified primary comparison show a difference
-(plain sentences), the data and its flow, Table 1 in the paper's layout, what the intervals cover, the clinical metrics at the validation
-threshold, calibration, degenerate trainings, then the detail a reviewer checks.
+(plain sentences), the data and its flow, Table 1 in the paper's layout, what the intervals
+cover, the clinical metrics at the validation threshold, calibration, degenerate trainings, then
+the detail a reviewer checks.
 """
 
 import csv

@@ -17,8 +17,15 @@ _CHUNK = 1 << 20  # Bytes per key-value entry.
 TIMEOUT_HOURS = 24.0 * 7  # A peer may finish its folds a week later and still be waited for.
 
 
-def _client():
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top  (no public handle)
+def coordination_client():
+  """The `jax.distributed` coordination service's client, or None before/without initialize().
+
+  The one private JAX import in the package: JAX (0.10) has no public handle on the client's
+  key-value store (`jax.experimental.multihost_utils` offers only collectives, which give a late
+  peer 30 s on CPU). Orbax reaches the store the same way. tests/test_io_utils.py checks this
+  path still exists in the installed JAX; test_scaleout uses it across two processes.
+  """
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
   return distributed.global_state.client
 
 
@@ -29,7 +36,7 @@ def allgather_json(obj, name: str, timeout_hours: float = TIMEOUT_HOURS) -> list
   """
   if jax.process_count() == 1:
     return [io_utils.to_json_safe(obj)]
-  client = _client()
+  client = coordination_client()
   if client is None:  # Multi-process without a coordination client: JAX's collective.
     return _allgather_collective(obj)
   pid, n = jax.process_index(), jax.process_count()
@@ -52,7 +59,7 @@ def barrier(name: str, timeout_hours: float = TIMEOUT_HOURS) -> None:
   """Waits until every process got here (before a collective some may reach late)."""
   if jax.process_count() == 1:
     return
-  client = _client()
+  client = coordination_client()
   if client is not None:
     client.wait_at_barrier(f"nasrl/{name}", int(min(timeout_hours * 3600e3, 2**31 - 1)))
 

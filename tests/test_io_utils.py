@@ -101,3 +101,13 @@ def test_every_writer_follows_the_umask(tmp_path, umask):
   wrong = {p: oct(m) for p, (is_dir, m) in modes.items()
            if m != (0o777 if is_dir else 0o666) & ~umask or m & 0o002}
   assert not wrong
+
+
+def test_the_private_coordination_client_path_exists_and_is_none_single_process():
+  """multihost.coordination_client is the package's one private JAX import: it must still resolve
+  in the installed JAX (a JAX upgrade that moves it fails here, not in a 2-process run), and a
+  single-process run without jax.distributed has no client, so allgather_json takes the 1-process
+  path and returns its own value."""
+  from nasrl_jax import multihost  # pylint: disable=g-import-not-at-top
+  assert multihost.coordination_client() is None
+  assert multihost.allgather_json({"a": float("nan"), "b": 1}, "t") == [{"a": None, "b": 1}]

@@ -43,6 +43,16 @@ def parse_args(argv):
   p.add_argument("--strategies", default="reinforce,evolution,random",
                  help="Strategies to run (reinforce once per learning rate).")
   p.add_argument("--window", type=int, default=100, help="Samples in the first/last means.")
+  p.add_argument("--reward_scale", type=float, default=1.0,
+                 help="Reward = offset + scale x agreement + noise: put the toy reward on the "
+                      "scale of the search's real reward (e.g. val_nll's -0.7..-0.4).")
+  p.add_argument("--reward_offset", type=float, default=0.0, help="See --reward_scale.")
+  p.add_argument("--noise_sd", type=float, default=0.0,
+                 help="sd of Gaussian noise drawn afresh for every evaluation (training noise).")
+  p.add_argument("--entropy_weights", default="",
+                 help="Comma-separated entropy weights of the REINFORCE rows ('' = config's).")
+  p.add_argument("--baseline_decays", default="",
+                 help="Comma-separated EMA baseline decays of the REINFORCE rows ('' = config's).")
   p.add_argument("--results_dir", default="",
                  help="Folder of the JSON (default benchmarks/results).")
   p.add_argument("--name", default="controller_toy", help="JSON file name (without .json).")
@@ -59,37 +69,65 @@ def parse_args(argv):
   if not a.lr_list or min(a.lr_list) <= 0:
     raise UserInputError(f"--lrs={a.lrs!r}: give learning rates > 0")
   a.strategy_list = common.parse_words("strategies", a.strategies, strategies.names())
+  a.entropy_list = _floats("entropy_weights", a.entropy_weights, lo=0.0)
+  a.decay_list = _floats("baseline_decays", a.baseline_decays, lo=0.0, hi=1.0)
+  if a.noise_sd < 0 or a.reward_scale <= 0:
+    raise UserInputError("--noise_sd must be >= 0 and --reward_scale > 0")
   return a
 
 
+def _floats(name, text, lo, hi=None):
+  """'' -> (None,) (the config's value); else the comma-separated numbers, range-checked."""
+  if not text.strip():
+    return (None,)
+  try:
+    values = tuple(float(w) for w in text.split(",") if w.strip())
+  except ValueError:
+    raise UserInputError(f"--{name}={text!r}: give comma-separated numbers") from None
+  if not values or min(values) < lo or (hi is not None and max(values) >= hi):
+    raise UserInputError(f"--{name}={text!r}: values must lie in [{lo}, {hi or 'inf'})")
+  return values
+
+
 def plan(args, config) -> list:
-  """(row name, strategy name, controller learning rate or None) per row."""
+  """(row name, strategy name, controller overrides or None) per row."""
   rows = []
   for name in args.strategy_list:
-    if name == "reinforce":
-      default = float(config.controller.learning_rate)
-      for lr in args.lr_list:
-        tags = [t for t, hit in ((" (Zoph)", lr == ZOPH_LR), (" (default)", lr == default)) if hit]
-        rows.append((f"reinforce lr {lr:g}" + "".join(tags), name, lr))
-    else:
+    if name != "reinforce":
       rows.append((name, name, None))
+      continue
+    default = float(config.controller.learning_rate)
+    for lr in args.lr_list:
+      for ent in args.entropy_list:
+        for decay in args.decay_list:
+          tags = [t for t, hit in ((" (Zoph)", lr == ZOPH_LR), (" (default)", lr == default))
+                  if hit]
+          extra = "".join(f" {k} {v:g}" for k, v in (("entropy", ent), ("decay", decay))
+                          if v is not None)
+          over = {"learning_rate": lr, "entropy_weight": ent, "baseline_decay": decay}
+          rows.append((f"reinforce lr {lr:g}{extra}" + "".join(tags), name,
+                       {k: v for k, v in over.items() if v is not None}))
   return rows
 
 
-def run_strategy(name, lr, config, space, args) -> list:
+def run_strategy(name, overrides, config, space, args) -> list:
   """[float[samples]] per seed: the rewards of each search, in sampling order.
 
   One jitted search per strategy row; seeds differ only in the key and the hidden target (both
   arguments), so they share its compiled program.
   """
-  if lr is not None:
-    config.controller.learning_rate = lr
+  config = config.copy_and_resolve_references()
+  for k, v in (overrides or {}).items():
+    config.controller[k] = v
   strategy = strategies.make(name, config, space, children_per_step=args.children)
   steps = args.samples // args.children
 
   def search(key, target):
-    reward = lambda actions: jnp.mean((actions == target).astype(jnp.float32), axis=1)
-    return strategies.scan_search(strategy, reward, key, steps)[2]
+    def reward(actions, k):
+      agree = jnp.mean((actions == target).astype(jnp.float32), axis=1)
+      noise = args.noise_sd * jax.random.normal(k, agree.shape)
+      return args.reward_offset + args.reward_scale * agree + noise
+    return strategies.scan_search(strategy, reward, key, steps, with_key=True)[2]
 
   search = jax.jit(search)
   out = []
@@ -105,14 +143,16 @@ def main(argv):
   space = space_lib.SearchSpace.from_config(config.space)
   rec = common.record("controller_toy", argv, samples=args.samples, seeds=args.seeds,
                       children_per_step=args.children, window=args.window,
+                      reward_scale=args.reward_scale, reward_offset=args.reward_offset,
+                      noise_sd=args.noise_sd,
                       population=int(config.evolution.population),
                       tournament=int(config.evolution.tournament), rows=[])
   w = args.window
-  for row_name, name, lr in plan(args, config):
+  for row_name, name, over in plan(args, config):
     t0 = time.perf_counter()
-    res = run_strategy(name, lr, config, space, args)
+    res = run_strategy(name, over, config, space, args)
     rec["rows"].append({
-        "strategy": row_name, "name": name, "learning_rate": lr,
+        "strategy": row_name, "name": name, **(over or {"learning_rate": None}),
         "first": float(np.mean([r[:w].mean() for r in res])),
         "last": float(np.mean([r[-w:].mean() for r in res])),
         "best": float(np.mean([r.max() for r in res])),

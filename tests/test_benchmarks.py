@@ -111,6 +111,8 @@ def test_bad_flags_stop_with_one_line():
     controller_toy.parse_args(["--lrs=fast"])
   with pytest.raises(UserInputError, match="--strategies"):
     controller_toy.parse_args(["--strategies=reinforce,grid"])
+  with pytest.raises(UserInputError, match="--baseline_decays"):
+    controller_toy.parse_args(["--baseline_decays=1.5"])
   with pytest.raises(UserInputError, match="--workdir"):
     inference.found_architecture("/nonexistent/run")
 
@@ -315,6 +317,24 @@ def test_controller_toy_smoke(tmp_path, capsys):
     assert r["best"] * 32 == pytest.approx(round(r["best"] * 32))  # k of 32 decisions agree.
   assert _json(tmp_path / "controller_toy.json")["rows"] == common.json_safe(rec["rows"])
   assert "last 8" in capsys.readouterr().out.strip().splitlines()[-5]  # The table is last.
+
+  # The reward on another scale (val_nll's), and a REINFORCE grid over entropy and baseline decay.
+  rec = controller_toy.main(["controller_toy.py", "--samples=32", "--seeds=1", "--children=8",
+                             "--lrs=4e-3", "--entropy_weights=0,0.01", "--baseline_decays=0.5",
+                             "--reward_scale=0.5", "--reward_offset=-1", "--strategies=reinforce",
+                             "--window=8", f"--results_dir={tmp_path}", "--name=scaled"])
+  assert [r["strategy"] for r in rec["rows"]] == [
+      "reinforce lr 0.004 entropy 0 decay 0.5 (default)",
+      "reinforce lr 0.004 entropy 0.01 decay 0.5 (default)"]
+  assert [(r["entropy_weight"], r["baseline_decay"]) for r in rec["rows"]] == [(0.0, 0.5),
+                                                                               (0.01, 0.5)]
+  for r in rec["rows"]:  # -1 + 0.5 x (k of 32 decisions agree).
+    assert -1.0 <= r["best"] <= -0.5 and (r["best"] + 1) * 64 == pytest.approx(
+        round((r["best"] + 1) * 64))
+  noisy = controller_toy.main(["controller_toy.py", "--samples=32", "--seeds=1", "--children=8",
+                               "--strategies=random", "--noise_sd=0.1", "--window=8",
+                               f"--results_dir={tmp_path}", "--name=noisy"])["rows"][0]
+  assert noisy["best"] * 32 != pytest.approx(round(noisy["best"] * 32), abs=1e-3)  # Noise added.
 
 
 def test_balance_modes_smoke(tmp_path, capsys):

@@ -73,19 +73,25 @@ def jitted(name: str, config, space: space_lib.SearchSpace):
   return _JITTED[key]
 
 
-def scan_search(strategy, reward_fn, key, num_steps: int):
+def scan_search(strategy, reward_fn, key, num_steps: int, with_key: bool = False):
   """A whole search as one `lax.scan`: ask -> reward_fn(actions) -> tell, `num_steps` times.
 
-  For cheap, jittable reward functions (toy landscapes in tests and benchmarks).
+  For cheap, jittable reward functions (toy landscapes in tests and benchmarks). With `with_key`
+  the reward is `reward_fn(actions, key)` with a fresh key per step (a noisy toy reward: the
+  training noise of a real child's reward).
 
   Returns:
     (final state, actions int32[num_steps, m, T], rewards float32[num_steps, m]).
   """
   k_init, k_ask = jax.random.split(key)
+  k_reward = jax.random.fold_in(key, num_steps)  # Unused unless with_key; k_init/k_ask unchanged.
 
   def body(state, step):
     actions = strategy.ask(state, jax.random.fold_in(k_ask, step))
-    rewards = reward_fn(actions)
+    if with_key:
+      rewards = reward_fn(actions, jax.random.fold_in(k_reward, step))
+    else:
+      rewards = reward_fn(actions)
     state, _ = strategy.tell(state, actions, rewards, jnp.ones(rewards.shape, bool))
     return state, (actions, rewards)
 

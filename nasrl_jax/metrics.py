@@ -58,7 +58,7 @@ def binary_metrics(y_true, prob, threshold=0.5):
 
   Returns:
     dict with accuracy, sensitivity (recall of 1), specificity (recall of 0), auroc
-    (roc_auc_score; nan when only one class is present), confusion [[tn, fp], [fn, tp]], n, and
+    (`weighted_auroc` at unit weights, equal to roc_auc_score; nan with one class), confusion [[tn, fp], [fn, tp]], n, and
     roc {"fpr": [...], "tpr": [...]} from roc_curve (empty lists with one class). Floats are
     plain Python floats.
   """
@@ -71,7 +71,7 @@ def binary_metrics(y_true, prob, threshold=0.5):
   both = np.unique(y).size == 2
   if both:
     fpr, tpr, _ = skm.roc_curve(y, p)
-    auroc = float(skm.roc_auc_score(y, p))
+    auroc = _unit_auroc(y == 1, p)
     roc = {"fpr": [float(v) for v in fpr], "tpr": [float(v) for v in tpr]}
   else:
     auroc = math.nan
@@ -179,8 +179,9 @@ def _check_multiclass(y_true, prob, where):
 def multiclass_metrics(y_true, prob):
   """Test metrics of a C-class classifier (grade mode: S0..S3) from its softmax outputs.
 
-  The prediction is the most probable class. The macro AUROC is scikit-learn's one-vs-rest macro
-  average (`roc_auc_score(..., multi_class="ovr", average="macro")`) when every class is present;
+  The prediction is the most probable class. The macro AUROC is the one-vs-rest macro average
+  (scikit-learn's `roc_auc_score(..., multi_class="ovr", average="macro")`, computed by
+  `weighted_auroc` at unit weights) when every class is present;
   a small test part often lacks the rarest grade, and then the average runs over the classes that
   are present (with both their positives and negatives), rather than being undefined.
 
@@ -198,7 +199,7 @@ def multiclass_metrics(y_true, prob):
   labels = np.arange(p.shape[1])
   pred = np.argmax(p, axis=1)
   sens = skm.recall_score(y, pred, labels=labels, average=None, zero_division=np.nan)
-  per_class = [float(skm.roc_auc_score(y == k, p[:, k])) if 0 < np.sum(y == k) < y.size
+  per_class = [_unit_auroc(y == k, p[:, k]) if 0 < np.sum(y == k) < y.size
                else math.nan for k in labels]
   defined = [a for a in per_class if not math.isnan(a)]
   return {
@@ -292,6 +293,12 @@ def weighted_auroc(weights, y_true, score):
   return safe_ratio(wins, pos.sum(axis=0) * neg.sum(axis=0))
 
 
+def _unit_auroc(positive, score) -> float:
+  """AUROC of one binary split at unit weights (the module's one AUROC, `weighted_auroc`)."""
+  positive = np.asarray(positive, bool)
+  return float(weighted_auroc(np.ones((1, positive.size)), positive, score)[0])
+
+
 def auroc(labels, probs, num_classes: int) -> float:
   """AUROC of softmax outputs: binary, P(class 1); grade mode, the macro one-vs-rest mean.
 
@@ -302,12 +309,11 @@ def auroc(labels, probs, num_classes: int) -> float:
   p = np.asarray(probs, np.float64)
   if y.size == 0 or not np.all(np.isfinite(p)) or np.unique(y).size < min(2, num_classes):
     return float("nan")
-  ones = np.ones((1, y.size))
   if num_classes == 2:
-    return float(weighted_auroc(ones, y == 1, p[:, 1])[0])
+    return _unit_auroc(y == 1, p[:, 1])
   if np.unique(y).size < num_classes:
     return float("nan")
-  return float(np.mean([weighted_auroc(ones, y == k, p[:, k])[0] for k in range(num_classes)]))
+  return float(np.mean([_unit_auroc(y == k, p[:, k]) for k in range(num_classes)]))
 
 
 def weighted_binary_metrics(weights, y_true, score, threshold=0.5, with_auroc=True):

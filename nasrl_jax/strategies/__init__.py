@@ -84,7 +84,9 @@ def scan_search(strategy, reward_fn, key, num_steps: int, with_key: bool = False
     (final state, actions int32[num_steps, m, T], rewards float32[num_steps, m]).
   """
   k_init, k_ask = jax.random.split(key)
-  k_reward = jax.random.fold_in(key, num_steps)  # Unused unless with_key; k_init/k_ask unchanged.
+  # The reward noise's stream (with_key only), folded from the key so that k_init/k_ask, and with
+  # them every noiseless toy search, stay as they were.
+  k_reward = jax.random.fold_in(key, num_steps)
 
   def body(state, step):
     actions = strategy.ask(state, jax.random.fold_in(k_ask, step))

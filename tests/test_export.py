@@ -159,7 +159,7 @@ def test_bad_folders_are_one_line_user_errors(tmp_path):
   b = bytearray(data.read_bytes())
   b[len(b) // 2] ^= 0x10
   data.write_bytes(bytes(b))
-  fails(model, r"model checkpoint is unreadable or corrupt \(_Corrupt: 1 array\(s\) differ")
+  fails(model, r"model checkpoint is unreadable or corrupt \(Corrupt: 1 array\(s\) differ")
 
 
 def test_save_refuses_a_record_not_made_by_metadata(tmp_path):

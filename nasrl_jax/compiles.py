@@ -12,7 +12,8 @@ events alone:
   compile_seconds       time spent in those compiles
   other_compiles        every other backend compile (controller, eager ops, inference timing)
 
-so `compiles <= distinct_programs` says no child program was compiled twice in the run.
+so `compiles <= distinct_programs` says no child program was compiled twice in the run (unless the
+program cache dropped programs to stay under the memory-mapping limit: `programs_evicted`).
 """
 
 import collections

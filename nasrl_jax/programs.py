@@ -2,20 +2,28 @@
 cached run-wide by (architecture, spec, recipe, sizes, chunk, device).
 
 An architecture seen again (another outer fold, re-scoring, a test training) never compiles
-again. Program names carry the cache key's hash (`nasrl_child_step_<hash>`), which is how
+again while its programs are cached. The cache is bounded by the process's memory mappings, not by
+RAM: every XLA:CPU executable is an LLVM JIT library holding ~900 mappings (measured: 537 -> 11,004
+after 12 cpu-recipe children), and Linux refuses mappings past `vm.max_map_count` (65,530 by
+default), after which XLA:CPU fails with "LLVM compilation error: Cannot allocate memory" and a
+segfault: the cpu run died that way in outer fold 3, twice. So past half of that limit the least
+recently used programs are dropped (their mappings go with them); one needed again is recompiled,
+from the persistent compilation cache when it is on. Program names carry the cache key's hash (`nasrl_child_step_<hash>`), which is how
 `compiles.py` counts them from JAX's own events. `compile_programs` takes a training core (the
 pure step/evaluate functions of `train._Core`) and lowers them with abstract, device-placed
 arguments.
 """
 
+import collections
 import dataclasses
 import functools
 import hashlib
 import json
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 
@@ -39,30 +47,82 @@ def program_key(arch, spec, recipe, sizes, chunk, device) -> str:
   return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+MAPS_FRACTION = 0.5  # Share of vm.max_map_count the cached programs may fill (see above).
+
+
+def process_maps() -> int:
+  """Memory mappings of this process (Linux: lines of /proc/self/maps; elsewhere 0)."""
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      return sum(1 for _ in f)
+  except OSError:
+    return 0
+
+
+def default_maps_limit() -> int:
+  """MAPS_FRACTION of the kernel's per-process mapping limit (0 = unbounded: no such limit)."""
+  try:
+    with open("/proc/sys/vm/max_map_count", encoding="ascii") as f:
+      return int(MAPS_FRACTION * int(f.read().strip()))
+  except (OSError, ValueError):
+    return 0
+
+
 class ProgramCache:
-  """Compiled (step, evaluate) programs of the run, by program key; thread-safe.
+  """Compiled (step, evaluate) programs of the run, by program key; thread-safe, bounded.
 
   One lock per key, so two threads asking for the same program compile it once and different
-  programs compile concurrently (ahead-of-time compilation of the next children).
+  programs compile concurrently (ahead-of-time compilation of the next children). After each new
+  entry, while the process holds more than `maps_limit` memory mappings, the least recently used
+  entries are dropped (never the newest); `evicted` counts them.
   """
 
-  def __init__(self):
+  def __init__(self, maps_limit: Optional[int] = None,
+               count_maps: Callable[[], int] = process_maps):
     self._lock = threading.Lock()
-    self._entries = {}
+    self._entries = collections.OrderedDict()
     self._key_locks = {}
     self.archs = {}  # program key -> architecture string (distinct architectures of the run).
+    self.maps_limit = default_maps_limit() if maps_limit is None else int(maps_limit)
+    self._count_maps = count_maps
+    self.evicted = 0
 
   def get(self, key, build):
     with self._lock:
       lock = self._key_locks.setdefault(key, threading.Lock())
     with lock:
-      entry = self._entries.get(key)
-      if entry is not None:
-        return entry._replace(compile_seconds=0.0)
+      with self._lock:
+        entry = self._entries.get(key)
+        if entry is not None:
+          self._entries.move_to_end(key)
+          return entry._replace(compile_seconds=0.0)
       entry = build()
       with self._lock:
         self._entries[key] = entry
+        self._evict(keep=key)
       return entry
+
+  def _evict(self, keep):
+    """Drops least recently used entries while the process is over its mapping budget."""
+    if self.maps_limit <= 0:
+      return
+    maps, dropped = self._count_maps(), 0
+    while maps > self.maps_limit and len(self._entries) > 1:
+      oldest = next(iter(self._entries))
+      if oldest == keep:
+        break
+      del self._entries[oldest]
+      dropped += 1
+      maps = self._count_maps()
+    if dropped:
+      if not self.evicted:
+        logging.info("program cache: past %d memory mappings (half of vm.max_map_count); least "
+                     "recently used programs are dropped from now on", self.maps_limit)
+      self.evicted += dropped
+
+  def __contains__(self, key):
+    with self._lock:
+      return key in self._entries
 
   def __len__(self):
     return len(self._entries)
@@ -72,6 +132,7 @@ class ProgramCache:
       self._entries.clear()
       self._key_locks.clear()
       self.archs.clear()
+      self.evicted = 0
 
 
 PROGRAMS = ProgramCache()

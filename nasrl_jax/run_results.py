@@ -107,6 +107,7 @@ def results_dict(r, outcome, models, command, wall) -> dict:
   snap = compiles.LOG.snapshot()
   snap["distinct_architectures"] = len(set(train_lib.PROGRAMS.archs.values()))
   snap["programs_cached"] = len(train_lib.PROGRAMS)
+  snap["programs_evicted"] = train_lib.PROGRAMS.evicted  # Dropped for memory mappings.
   compile_s = float(snap["compile_seconds"])
   devices = jax.devices()
   outer_rows = []

@@ -137,7 +137,12 @@ def search_section(report):
             f"- Compiles: {comp.get('compiles', 'n/a')} (cache hits "
             f"{comp.get('cache_hits', 'n/a')}; distinct architectures "
             f"{comp.get('distinct_architectures', 'n/a')}, distinct programs "
-            f"{comp.get('distinct_programs', 'n/a')}).", ""]
+            f"{comp.get('distinct_programs', 'n/a')})."]
+  if comp.get("programs_evicted"):
+    lines += [f"- {comp['programs_evicted']} compiled programs were dropped from memory to stay "
+              "under half of the kernel's memory-mapping limit (vm.max_map_count) and recompiled "
+              "when needed again, so compiles can exceed distinct programs."]
+  lines += [""]
   return lines
 
 

@@ -307,7 +307,8 @@ def _disagreeing(results, name="NASRL"):
 
 def test_below_five_folds_the_interval_covers_subjects_and_training_seeds():
   results = _disagreeing(fake_results.make_results(**{**SMALL, "outer_folds": 2}))
-  rep = report.render(results, plots=False).report
+  rendered = report.render(results, plots=False)
+  rep, rendered_md = rendered.report, rendered.markdown
   nasrl, vgg = rep["models"][0], rep["models"][1]
   a = nasrl["auroc"]
   assert a["estimable"] and a["ci_covers"] == ["subjects", "training_seeds"]
@@ -321,6 +322,9 @@ def test_below_five_folds_the_interval_covers_subjects_and_training_seeds():
     assert not c["estimable"] and c["ci95"] is None and c["p"] is None
     assert c["reason"] == "2 outer folds: a fold-level test needs at least 5"
     assert "not estimable (2 outer folds" in c["sentence"]
+  primary_md = rendered_md[rendered_md.index("### Primary"):rendered_md.index("### Secondary")]
+  rows = [l for l in primary_md.splitlines() if l.startswith("| NASRL vs")]
+  assert len(rows) == 2 and all(l.endswith("| n/a (not tested) |") for l in rows), rows
   # Nothing printed outside a metric's range.
   for m in rep["models"]:
     for block in (m, m["subject"]):

@@ -313,6 +313,13 @@ def grade_section(report):
   return lines
 
 
+def _verdict(c):
+  """A primary comparison's verdict; one that could not be tested gets none, not "no"."""
+  if not c.get("estimable"):
+    return "n/a (not tested)"
+  return "yes" if c.get("significant") else "no"
+
+
 def _comparison_rows(comps, holm):
   rows = []
   for c in comps:
@@ -321,7 +328,7 @@ def _comparison_rows(comps, holm):
                  statistics.TEST_LABELS.get(c["test"], c["test"]),
                  f"{c['diff']:+.3f}" if finite(c.get("diff")) else "n/a",
                  ci_text(c.get("ci95"), 3) if c.get("estimable") else c.get("reason", ""), p] +
-                ([statistics.p_text(c.get("p_holm")), "yes" if c.get("significant") else "no"]
+                ([statistics.p_text(c.get("p_holm")), _verdict(c)]
                  if holm else []))
   return rows
 

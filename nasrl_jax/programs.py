@@ -8,10 +8,11 @@ after 12 cpu-recipe children), and Linux refuses mappings past `vm.max_map_count
 default), after which XLA:CPU fails with "LLVM compilation error: Cannot allocate memory" and a
 segfault: the cpu run died that way in outer fold 3, twice. So past half of that limit the least
 recently used programs are dropped (their mappings go with them); one needed again is recompiled,
-from the persistent compilation cache when it is on. Program names carry the cache key's hash (`nasrl_child_step_<hash>`), which is how
-`compiles.py` counts them from JAX's own events. `compile_programs` takes a training core (the
-pure step/evaluate functions of `train._Core`) and lowers them with abstract, device-placed
-arguments.
+from the persistent compilation cache when it is on.
+
+Program names carry the cache key's hash (`nasrl_child_step_<hash>`), which is how `compiles.py`
+counts them from JAX's own events. `compile_programs` takes a training core (the pure
+step/evaluate functions of `train._Core`) and lowers them with abstract, device-placed arguments.
 """
 
 import collections
@@ -116,8 +117,9 @@ class ProgramCache:
       maps = self._count_maps()
     if dropped:
       if not self.evicted:
-        logging.info("program cache: past %d memory mappings (half of vm.max_map_count); least "
-                     "recently used programs are dropped from now on", self.maps_limit)
+        logging.info("program cache: the process holds more than %d memory mappings (its "
+                     "limit); least recently used programs are dropped from now on",
+                     self.maps_limit)
       self.evicted += dropped
 
   def __contains__(self, key):

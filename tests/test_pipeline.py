@@ -16,7 +16,8 @@ MODELS = {"NASRL", "VGG19", "RandomSearch", "Evolution"}
 # Report fields that measure the machine rather than the experiment (exempt from equality).
 MACHINE = {"date", "wall_seconds", "compile_seconds", "compile_share", "fps", "latency_ms_median",
            "latency_ms_p90", "throughput", "train_seconds", "device_hours", "compile", "compute",
-           "command", "seconds"}
+           "command", "seconds",
+           "git_commit"}  # Provenance: a commit made while the suite runs must not fail it.
 
 
 def _report(workdir):

@@ -3,8 +3,9 @@ cached run-wide by (architecture, spec, recipe, sizes, chunk, device).
 
 An architecture seen again (another outer fold, re-scoring, a test training) never compiles
 again while its programs are cached. The cache is bounded by the process's memory mappings, not by
-RAM: every XLA:CPU executable is an LLVM JIT library holding ~900 mappings (measured: 537 -> 11,004
-after 12 cpu-recipe children), and Linux refuses mappings past `vm.max_map_count` (65,530 by
+RAM: every XLA:CPU executable is an LLVM JIT library holding ~900 mappings (measured 2026-12-03 on
+12 cpu-recipe children: 537 -> 11,004; tests/test_programs.py measures a tiny child's share on
+every run), and Linux refuses mappings past `vm.max_map_count` (65,530 by
 default), after which XLA:CPU fails with "LLVM compilation error: Cannot allocate memory" and a
 segfault: the cpu run died that way in outer fold 3, twice. So past half of that limit the least
 recently used programs are dropped (their mappings go with them); one needed again is recompiled,

@@ -43,6 +43,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from benchmarks import common  # pylint: disable=g-import-not-at-top
 from nasrl_jax import child as child_lib  # pylint: disable=g-import-not-at-top
+from nasrl_jax import programs  # pylint: disable=g-import-not-at-top
 from nasrl_jax import space as space_lib  # pylint: disable=g-import-not-at-top
 from nasrl_jax import train as train_lib  # pylint: disable=g-import-not-at-top
 from nasrl_jax.errors import UserInputError  # pylint: disable=g-import-not-at-top
@@ -134,9 +135,7 @@ class Unrolled:
     """Compiles both programs for this data (ahead of time, with the engine's CPU options)."""
     t0 = time.perf_counter()
     states, sp = self._members(keys, splits, [0], data)
-    options = None
-    if data.device.platform == "cpu" and self.recipe.cpu_opt_level >= 0:
-      options = {"xla_backend_optimization_level": self.recipe.cpu_opt_level}
+    options = programs.compiler_options(self.recipe, data.device)
     self.step_exe = jax.jit(self._step, donate_argnums=(0,)).lower(
         states, data.images, data.labels, sp).compile(compiler_options=options)
     zero = jax.device_put(np.zeros((), np.int32), data.device)
@@ -174,7 +173,7 @@ def time_form(form, chunk, arch, spec, recipe, sizes, data, splits, keys) -> dic
     finite = all(np.all(np.isfinite(l)) for l in losses)
   else:
     if form == "vmap_xla_default":
-      recipe = dataclasses.replace(recipe, cpu_opt_level=-1)
+      recipe = dataclasses.replace(recipe, cpu_opt_level=-1, cpu_fusion_emitters=True)
     mode = "sequential" if form == "sequential" else "vmap"
     fns = train_lib.make_train_fn(arch, spec, recipe, sizes, num_images=data.num_images,
                                   split_batching=mode, vmap_chunk=chunk)

@@ -111,6 +111,9 @@ VARIANTS = {
         # XLA:CPU opt level 0 compiles ~40 % faster and trains 2-3x slower (measured): the tiny
         # runs are all compile, the quick/cpu runs mostly training (they keep level 1).
         "train.cpu_opt_level": 0,
+        # And without XLA:CPU's fusion emitters: a tiny child compiles in ~1.1 s instead of ~2.2 s
+        # (benchmarks/child_training.py, BUILD_NOTES.md); the tiny runs check plumbing.
+        "train.cpu_fusion_emitters": False,
         "eval.outer_folds": 2,
         "eval.test_seeds": 2,
         # One step of 2 children per search (tell() still runs); every outer fold searches with
@@ -244,6 +247,8 @@ def base_config():
   t.vmap_chunk = 0  # Splits per vmapped call (0 = auto from a memory estimate).
   t.cpu_opt_level = 1  # XLA:CPU backend optimisation level of child programs (1: ~20 % faster
   #                      compile than XLA's default at equal step time, measured; -1 = default).
+  t.cpu_fusion_emitters = True  # XLA:CPU's fusion emitters for child programs (False: the older
+  #                               emitters; 2x faster compiles at level 0, ~20 % slower steps).
 
   # ---------------------------------------------------------------- controller + REINFORCE
   c.controller = ct = ml_collections.ConfigDict()

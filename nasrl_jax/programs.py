@@ -173,9 +173,7 @@ def compile_programs(core, chunk: int, device, key: str) -> Programs:
   images = jax.ShapeDtypeStruct((core.num_images,) + tuple(core.spec.input_shape), jnp.uint8,
                                 sharding=sharding)
   labels = jax.ShapeDtypeStruct((core.num_images,), jnp.int32, sharding=sharding)
-  options = None
-  if device.platform == "cpu" and core.recipe.cpu_opt_level >= 0:
-    options = {"xla_backend_optimization_level": core.recipe.cpu_opt_level}
+  options = compiler_options(core.recipe, device)
   step_exe = jax.jit(named(step, f"{PROGRAM_PREFIX}step_{key}"), donate_argnums=(0,)).lower(
       state, images, labels, split).compile(compiler_options=options)
   use_best = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding)
@@ -184,6 +182,18 @@ def compile_programs(core, chunk: int, device, key: str) -> Programs:
           compiler_options=options)
   memory = memory_bytes(step_exe)
   return Programs(step_exe, eval_exe, key, time.perf_counter() - t0, memory)
+
+
+def compiler_options(recipe, device) -> Optional[dict]:
+  """XLA options of a child's programs: the recipe's CPU settings (None: XLA's defaults)."""
+  if device.platform != "cpu":
+    return None
+  options = {}
+  if recipe.cpu_opt_level >= 0:
+    options["xla_backend_optimization_level"] = recipe.cpu_opt_level
+  if not recipe.cpu_fusion_emitters:
+    options["xla_cpu_use_fusion_emitters"] = False
+  return options or None
 
 
 def memory_bytes(executable) -> int:

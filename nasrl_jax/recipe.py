@@ -43,6 +43,7 @@ class Recipe:
   min_epochs: int = 0  # Weights of epochs before this one are never kept (0 = any epoch).
   val_weighting: str = "none"  # none | class: the validation NLL weighted per class like the
   #                              training loss (the split's class weights).
+  cpu_fusion_emitters: bool = True  # False: XLA:CPU's older elemental emitters (faster compiles).
 
   @classmethod
   def from_config(cls, config) -> "Recipe":
@@ -61,4 +62,5 @@ class Recipe:
                float(t.learning_rate), float(t.warmup_epochs), float(t.weight_decay),
                d.balance == "rot90", "balanced" if d.balance == BALANCED_SAMPLING else "permute",
                "hflip" in augment, float(d.gain_jitter) if "gain" in augment else 0.0,
-               int(t.cpu_opt_level), int(t.min_epochs), str(t.val_weighting))
+               int(t.cpu_opt_level), int(t.min_epochs), str(t.val_weighting),
+               bool(t.cpu_fusion_emitters))

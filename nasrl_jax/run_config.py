@@ -18,6 +18,8 @@ HARMLESS_FIELDS = ("variant", "log_every_s", "compile_cache_dir", "data.cache_di
                    "search.max_devices", "max_hours",
                    # Turning the final search on after a run adds it; the estimate is untouched.
                    "eval.final_search")
+# Fields added after FORMAT 3 was written, with the value an older config.json meant.
+ADDED_FIELDS = {"train.cpu_fusion_emitters": True}
 PROTOCOLS = ("nested", "paper")
 OUTER_GROUPS = ("subject", "device", "site")
 # Workdir layout version, in config.json's sibling run.json: 1 = before nested CV; 2 = search keys
@@ -54,7 +56,7 @@ def check_resume(config, workdir) -> None:
         f"{workdir} holds a run of an earlier nasrl_jax layout (format {fmt}, this version "
         f"writes {FORMAT}: independent searches per outer fold, several test trainings); it "
         "cannot be resumed. Use a new --workdir (the old results stay readable where they are).")
-  old = _flatten(io_utils.read_json(path))
+  old = dict(ADDED_FIELDS, **_flatten(io_utils.read_json(path)))
   new = _flatten(json.loads(config.to_json()))
   diff = sorted(k for k in set(old) | set(new)
                 if k not in HARMLESS_FIELDS and old.get(k) != new.get(k))

@@ -33,6 +33,7 @@ def run(workdir):
   c.controller.reward_metric = "val_accuracy"  # Compared exactly across device counts.
   c.data.augment = ()
   c.train.cpu_opt_level = 0  # Compile-bound: see the tiny config.
+  c.train.cpu_fusion_emitters = False
   c.log_every_s = 1e9
   r = np.random.default_rng(0)
   y = (np.arange(48) % 2).astype(np.int32)

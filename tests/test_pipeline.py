@@ -230,6 +230,21 @@ def test_incompatible_resume_and_old_workdirs_are_refused(tiny_run, tmp_path):
   with pytest.raises(UserInputError, match="earlier nasrl_jax layout"):
     pipeline.run(tiny_run.config, str(old))
 
+  # A config.json written before a field was added (run_config.ADDED_FIELDS) meant its old value.
+  from nasrl_jax import run_config  # pylint: disable=g-import-not-at-top
+  before = tmp_path / "before"
+  before.mkdir()
+  saved = json.loads((tiny_run.workdir / "config.json").read_text())
+  del saved["train"]["cpu_fusion_emitters"]
+  (before / "config.json").write_text(json.dumps(saved))
+  (before / "run.json").write_text((tiny_run.workdir / "run.json").read_text())
+  c = tiny_run.config.copy_and_resolve_references()
+  assert c.train.cpu_fusion_emitters is False  # The tiny config's value, not the old default.
+  with pytest.raises(UserInputError, match=r"train.cpu_fusion_emitters \(True -> False\)"):
+    run_config.check_resume(c, str(before))
+  c.train.cpu_fusion_emitters = True
+  run_config.check_resume(c, str(before))  # The same experiment: no error.
+
 
 def test_bad_config_is_one_clear_line(tmp_path):
   cmd = [sys.executable, os.path.join(ROOT, "launch.py"),

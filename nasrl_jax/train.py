@@ -372,7 +372,7 @@ class _Trainer:
       state = self.init(key, device)
       loop = _epoch_loop(progs, state, data, jax.device_put(split, device), test_chunks,
                          self.core.recipe.epochs, self.core.steps_per_epoch)
-      out += _host_results(*loop, [split], test_keep, data.host_labels, time.perf_counter() - t0)
+      out += _host_results(*loop, [split], test_keep, data.host_labels, t0)
     return out
 
   def _vmapped(self, keys, data, splits, test_parts, test_keep) -> list:
@@ -390,8 +390,7 @@ class _Trainer:
       split_dev = jax.device_put(stack_splits([splits[i] for i in padded]), device)
       loop = _epoch_loop(progs, state, data, split_dev, test_chunks, self.core.recipe.epochs,
                          self.core.steps_per_epoch)
-      res = _host_results(*loop, [splits[i] for i in padded], test_keep, data.host_labels,
-                          time.perf_counter() - t0)
+      res = _host_results(*loop, [splits[i] for i in padded], test_keep, data.host_labels, t0)
       out += res[:len(members)]
     return out
 
@@ -423,10 +422,15 @@ def _epoch_loop(progs, state, data, split_dev, test_chunks, epochs: int, steps_p
   return state, jnp.stack(curves), jnp.stack(probs), test
 
 
-def _host_results(state, curves, probs, test, splits, test_keep, labels_np, seconds) -> list:
-  """Host results of the members of one call (one device-to-host sync)."""
+def _host_results(state, curves, probs, test, splits, test_keep, labels_np, t0) -> list:
+  """Host results of the members of one call (one device-to-host sync).
+
+  `t0`: when the call started; its seconds are counted after the sync (dispatch is asynchronous:
+  counted before it, a training's seconds were only its dispatch, measured 0.17 s of 8.6 s).
+  """
   curves, probs, best_epoch, best_loss, test = jax.device_get(
       (curves, probs, state.best_epoch, state.best_loss, test))
+  seconds = time.perf_counter() - t0
   out = []
   batched = curves.ndim == 3
   member = (lambda a, j: a[j]) if batched else (lambda a, j: a)

@@ -318,16 +318,23 @@ def test_controller_toy_smoke(tmp_path, capsys):
   assert _json(tmp_path / "controller_toy.json")["rows"] == common.json_safe(rec["rows"])
   assert "last 8" in capsys.readouterr().out.strip().splitlines()[-5]  # The table is last.
 
-  # The reward on another scale (val_nll's), and a REINFORCE grid over entropy and baseline decay.
+  # A REINFORCE grid over entropy and baseline decay: one row per cell (planned here; each cell
+  # is one more compile of the scanned search, so one cell runs below).
+  grid = controller_toy.plan(controller_toy.parse_args([
+      "--lrs=4e-3", "--entropy_weights=0,0.01", "--baseline_decays=0.5,0.9",
+      "--strategies=reinforce"]), common.get_config("paper"))
+  assert [(n, o) for _, n, o in grid] == [
+      ("reinforce", {"learning_rate": 4e-3, "entropy_weight": e, "baseline_decay": d})
+      for e in (0.0, 0.01) for d in (0.5, 0.9)]
+  assert grid[1][0] == "reinforce lr 0.004 entropy 0 decay 0.9 (default)"
+  # The reward on another scale (val_nll's), one cell of that grid.
   rec = controller_toy.main(["controller_toy.py", "--samples=32", "--seeds=1", "--children=8",
-                             "--lrs=4e-3", "--entropy_weights=0,0.01", "--baseline_decays=0.5",
+                             "--lrs=4e-3", "--entropy_weights=0.01", "--baseline_decays=0.5",
                              "--reward_scale=0.5", "--reward_offset=-1", "--strategies=reinforce",
                              "--window=8", f"--results_dir={tmp_path}", "--name=scaled"])
   assert [r["strategy"] for r in rec["rows"]] == [
-      "reinforce lr 0.004 entropy 0 decay 0.5 (default)",
       "reinforce lr 0.004 entropy 0.01 decay 0.5 (default)"]
-  assert [(r["entropy_weight"], r["baseline_decay"]) for r in rec["rows"]] == [(0.0, 0.5),
-                                                                               (0.01, 0.5)]
+  assert [(r["entropy_weight"], r["baseline_decay"]) for r in rec["rows"]] == [(0.01, 0.5)]
   for r in rec["rows"]:  # -1 + 0.5 x (k of 32 decisions agree).
     assert -1.0 <= r["best"] <= -0.5 and (r["best"] + 1) * 64 == pytest.approx(
         round((r["best"] + 1) * 64))

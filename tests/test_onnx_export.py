@@ -429,11 +429,3 @@ def test_export_to_another_path_leaves_the_folder_alone(tmp_path):
   assert record["file"] == str(tmp_path / "copy.onnx") and record["opset"] == onnx_export.OPSET
   assert record["sha256"] == hashlib.sha256((tmp_path / "copy.onnx").read_bytes()).hexdigest()
   assert sorted(os.listdir(tmp_path)) == ["copy.onnx"]
-
-
-def test_importing_the_core_leaves_onnx_out():
-  code = ("import sys, nasrl_jax.export, nasrl_jax.predict, nasrl_jax.checkpoint\n"
-          "print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))")
-  res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"), timeout=300)
-  assert res.stdout.strip() == "[]", res.stderr

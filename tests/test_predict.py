@@ -322,10 +322,3 @@ def test_command_line(model_dir, images, tmp_path):
   # A flag error is exit code 2 and one line, before anything is loaded.
   res = _cli("--batch_size=x")
   assert res.returncode == 2 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1
-
-
-def test_importing_predict_leaves_matplotlib_out():
-  code = "import sys, nasrl_jax.predict; print('matplotlib' in sys.modules)"
-  res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu"), timeout=300)
-  assert res.stdout.strip() == "False", res.stderr

@@ -180,6 +180,7 @@ def _toy_child_setup(config_factory):
   c.data.balance = "none"
   c.model.batch_norm = True
   c.data.augment = ()
+  c.train.cpu_opt_level, c.train.cpu_fusion_emitters = 0, False  # The tiny config's fast compiles.
   r = np.random.default_rng(0)
   y = (np.arange(48) % 2).astype(np.int32)
   x = (r.integers(0, 150, (48, 32, 32, 1)) + 60 * y[:, None, None, None]).astype(np.uint8)

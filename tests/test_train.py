@@ -32,6 +32,7 @@ def _config(config_factory, **train_kw):
   c.data.balance = "none"
   c.model.batch_norm = True  # The engine with batch-norm statistics, no augmentation.
   c.data.augment = ()
+  c.train.cpu_opt_level, c.train.cpu_fusion_emitters = 0, False  # The tiny config's fast compiles.
   for k, v in train_kw.items():
     c.train[k] = v
   return c

@@ -4,8 +4,9 @@
 
 Appends one tab-separated line per test (setup, call and teardown together) to $CPU_LOG
 (default /tmp/cpu_per_test.tsv): CPU seconds of the test's process, CPU seconds of the child
-processes it waited for (subprocess.run / communicate), wall seconds, node id. Under xdist each
-worker appends its own lines. The suite is CPU-bound on 2 cores, so these sums, not --durations,
+processes it waited for (subprocess.run / communicate), wall seconds, node id, start time (Unix
+seconds) and xdist worker ("gw0", ...; empty without xdist): the last two show when a worker sat
+idle. Under xdist each worker appends its own lines. The suite is CPU-bound on 2 cores, so these sums, not --durations,
 say where a cut would help (docs/suite.md).
 """
 
@@ -28,4 +29,5 @@ def pytest_runtest_protocol(item, nextitem):
   yield
   own2, kids2 = _cpu()
   with open(os.environ.get("CPU_LOG", "/tmp/cpu_per_test.tsv"), "a", encoding="utf-8") as f:
-    f.write(f"{own2 - own:.1f}\t{kids2 - kids:.1f}\t{time.time() - t0:.1f}\t{item.nodeid}\n")
+    f.write(f"{own2 - own:.1f}\t{kids2 - kids:.1f}\t{time.time() - t0:.1f}\t{item.nodeid}\t"
+            f"{t0:.1f}\t{os.environ.get('PYTEST_XDIST_WORKER', '')}\n")

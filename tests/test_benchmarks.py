@@ -281,6 +281,7 @@ def scipy_tau(x, y):
   return scipy.stats.kendalltau(x, y)[0]
 
 
+@pytest.mark.slow(cpu_s=15)
 def test_reward_fidelity_smoke(tmp_path, capsys, tiny_data_cache):
   rec = reward_fidelity.main([
       "reward_fidelity.py", "--config=" + os.path.join(ROOT, "configs/fatty_liver.py:tiny"),
@@ -306,6 +307,7 @@ def test_reward_fidelity_smoke(tmp_path, capsys, tiny_data_cache):
   assert e.value.code == 2
 
 
+@pytest.mark.slow(cpu_s=22)
 def test_controller_toy_smoke(tmp_path, capsys):
   rec = controller_toy.main(["controller_toy.py", "--samples=32", "--seeds=1", "--children=8",
                              "--lrs=4e-3", "--window=8", f"--results_dir={tmp_path}"])
@@ -364,6 +366,7 @@ def test_balance_modes_smoke(tmp_path, capsys):
   assert "specificity" in capsys.readouterr().out.strip().splitlines()[-4]
 
 
+@pytest.mark.slow(cpu_s=14)
 def test_reward_noise_smoke(tmp_path, capsys):
   rec = reward_noise.main(["reward_noise.py", "--config=tiny", "--archs=vgg19", "--seeds=2",
                            "--splits=1,2", "--float_devices=4", f"--data_cache={tmp_path / 'd'}",
@@ -381,6 +384,7 @@ def test_reward_noise_smoke(tmp_path, capsys):
   assert "max move (seed mean)" in capsys.readouterr().out
 
 
+@pytest.mark.slow(cpu_s=19)
 def test_host_overheads_smoke(tmp_path, capsys):
   rec = host_overheads.main(["host_overheads.py", "--config=tiny", "--children=2", "--calls=5",
                              f"--results_dir={tmp_path}"])
@@ -401,6 +405,7 @@ def test_host_overheads_smoke(tmp_path, capsys):
     host_overheads.parse_args(["--children=1"])
 
 
+@pytest.mark.slow(cpu_s=69)
 def test_gpu_check_dry_run_covers_every_stage(tmp_path):
   out = tmp_path / "gpu"
   env = dict(os.environ, DRY_RUN="1", OUT=str(out), PYTHON=sys.executable)

@@ -73,6 +73,7 @@ def test_parameters_cell_defaults():
   assert all(isinstance(node, ast.Assign) for node in tree.body)
 
 
+@pytest.mark.slow(cpu_s=15)
 def test_notebook_runs_tiny_pipeline_on_cpu(tmp_path, monkeypatch, tiny_run):
   """The notebook on a copy of the session's tiny run: its pipeline.run resumes (nothing retrains),
   then the report, FPS, plots and predictions run as a Colab user would see them."""

@@ -337,6 +337,7 @@ def _predict_cli(*args):
                         env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow(cpu_s=10)
 def test_predict_command_line_backends(folders, pictures, tmp_path):
   tables = {}
   for backend in ("jax", "onnx"):

@@ -36,6 +36,7 @@ def _strip(obj):
   return obj
 
 
+@pytest.mark.slow(cpu_s=64)
 def test_outputs_follow_the_contract(tiny_run):
   w = tiny_run.workdir
   for f in ("report.md", "report.html", "report.json", "table1.csv", "folds.json", "config.json",
@@ -191,6 +192,7 @@ def _stop_at(phase, n):
   return hook
 
 
+@pytest.mark.slow(cpu_s=35)
 def test_interrupted_killed_and_resumed_run_gives_the_same_report(
     tiny_run, tmp_path):
   """One process-level SIGKILL (mid re-scoring, in a subprocess: torn files, nothing flushed) and
@@ -257,6 +259,7 @@ def test_bad_config_is_one_clear_line(tmp_path):
   assert not (tmp_path / "w" / "config.json").exists()
 
 
+@pytest.mark.slow(cpu_s=19)
 def test_grade_mode_runs_end_to_end(tiny_data_cache, tmp_path):
   from nasrl_jax import pipeline
   c = load_config("tiny")
@@ -276,6 +279,7 @@ def test_grade_mode_runs_end_to_end(tiny_data_cache, tmp_path):
   assert "S0 vs S1-S3" in text or "binary view" in text
 
 
+@pytest.mark.slow(cpu_s=32)
 def test_final_search_exports_deployable_models_and_leaves_the_estimate(tiny_run, tmp_path):
   """Turned on after the run: one search on all subjects; Table 1 and its CIs do not change."""
   import shutil

@@ -9,6 +9,7 @@ import dataclasses
 
 import jax
 import numpy as np
+import pytest
 
 from nasrl_jax import child, programs, rng, train
 from nasrl_jax.space import Architecture
@@ -93,6 +94,7 @@ def test_older_emitters_train_the_same_child(config_factory):
   np.testing.assert_allclose(a.val_acc, b.val_acc)
 
 
+@pytest.mark.slow(cpu_s=16)
 def test_real_programs_release_their_mappings_and_evicted_ones_still_train(config_factory):
   """Compiled children on XLA:CPU: the process's mappings stay near the limit, not N x ~900."""
   c = config_factory("tiny")

@@ -44,6 +44,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow(cpu_s=75)
 def test_four_devices_and_two_processes_match_one_device(tmp_path):
   """The 1-device reference runs in the test's own process (one device: the worker's default);
   the 4-device and 2-process runs need processes of their own."""
@@ -84,6 +85,7 @@ def _modes_respect(workdir, umask):
   return bad
 
 
+@pytest.mark.slow(cpu_s=69)
 def test_two_processes_give_the_single_process_report_and_respect_umask_002(tiny_run, tmp_path):
   """The tiny nested run on 2 processes (outer folds round-robin) under umask 002: the same report
   as the session's 1-process run (machine measurements exempt); files follow the umask."""

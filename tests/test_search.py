@@ -79,6 +79,7 @@ def test_resume_after_interruption_is_identical_in_process(tmp_path):
   assert [r.reward for r in resumed.history] == [r.reward for r in full.history]
 
 
+@pytest.mark.slow(cpu_s=22)
 def test_sigkill_mid_step_and_resume_gives_the_uninterrupted_history(tmp_path):
   """A search subprocess SIGKILLed mid-step (child 7 of 15: torn history line, checkpoint of
   step 1 only), resumed in a second process, gives the uninterrupted history. The reference runs

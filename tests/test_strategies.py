@@ -38,6 +38,7 @@ def toy_runs():
   return out
 
 
+@pytest.mark.slow(cpu_s=14)
 def test_a_whole_search_is_one_scan_and_learning_strategies_beat_random(toy_runs):
   assert all(r.shape == (1000,) for runs in toy_runs.values() for r in runs)
   last = {name: np.mean([r[-200:].mean() for r in runs]) for name, runs in toy_runs.items()}
@@ -92,6 +93,7 @@ def test_evolution_ages_out_the_oldest_and_skips_failed_children(config_factory)
   np.testing.assert_array_equal(np.asarray(state.actions[2]), np.asarray(b[0]))
 
 
+@pytest.mark.slow(cpu_s=10)
 def test_reinforce_failed_children_have_zero_advantage_and_leave_the_baseline(config_factory):
   c = config_factory()
   s = strategies.make("reinforce", c, SPACE, children_per_step=4)

@@ -110,7 +110,7 @@ def test_real_programs_release_their_mappings_and_evicted_ones_still_train(confi
   split = train.make_split(np.arange(16), np.zeros(16), np.arange(16, 32), sizes)
   dev = jax.local_devices()[0]
   archs = [Architecture((k, 3, 1, 3, 1), (64, f, 64, 128, 64), (1, 1, 1, 1, 1))
-           for k, f in ((1, 64), (3, 128), (5, 256), (7, 512))]
+           for k, f in ((1, 64), (3, 128), (5, 256))]
 
   probe = programs.ProgramCache(maps_limit=0)
   before = programs.process_maps()
@@ -124,7 +124,7 @@ def test_real_programs_release_their_mappings_and_evicted_ones_still_train(confi
   for arch in archs:
     train.make_train_fn(arch, spec, recipe, sizes, num_images=32, cache=cache).programs(dev)
   assert cache.evicted >= 2 and len(cache) <= 2, (cache.evicted, len(cache))
-  assert programs.process_maps() <= base + 3 * one  # Not 4 programs' worth and growing.
+  assert programs.process_maps() <= base + 2.5 * one  # Not 3 programs' worth and growing.
 
   fns = train.make_train_fn(archs[0], spec, recipe, sizes, num_images=32, cache=cache)
   res = fns.train(rng.train_key(rng.root_key(0), seed=0, outer=0, split=0, replica=0), data,

@@ -79,11 +79,11 @@ def test_resume_after_interruption_is_identical_in_process(tmp_path):
   assert [r.reward for r in resumed.history] == [r.reward for r in full.history]
 
 
-@pytest.mark.slow(cpu_s=22)
+@pytest.mark.slow(cpu_s=15)
 def test_sigkill_mid_step_and_resume_gives_the_uninterrupted_history(tmp_path):
   """A search subprocess SIGKILLed mid-step (child 7 of 15: torn history line, checkpoint of
-  step 1 only), resumed in a second process, gives the uninterrupted history. The reference runs
-  in this process; interruptions at other points are covered in-process above."""
+  step 1 only), resumed from its files, gives the uninterrupted history. The reference and the
+  resume run in this process; interruptions at other points are covered in-process above."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   c = search_worker.toy_config()
   search.run_search(c, search_worker.make_evaluator(), str(tmp_path / "ref"))
@@ -93,9 +93,9 @@ def test_sigkill_mid_step_and_resume_gives_the_uninterrupted_history(tmp_path):
                      capture_output=True)
   assert p.returncode == -9, p.stderr.decode()[-2000:]
   assert len(_history(cut)) == 7  # Killed inside step 2 (children 6-8).
-  p = subprocess.run([sys.executable, worker, str(cut), "-1"], timeout=300, env=env,
-                     capture_output=True)
-  assert p.returncode == 0, p.stderr.decode()[-2000:]
+  # The resume reads only what the killed process left on disk, so it runs here (a second
+  # process cost ~8 CPU-s of imports and traces and proved nothing more).
+  search.run_search(c, search_worker.make_evaluator(), str(cut))
   assert _key(_history(cut)) == _key(_history(ref))
   steps = lambda d: [(s["step"], s["mean_reward"], s["baseline"]) for s in
                      map(json.loads, open(d / "steps.jsonl"))]

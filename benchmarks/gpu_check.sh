@@ -65,8 +65,12 @@ mkdir -p "$RES"
 
 echo "== setup"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-IMPORTS="import jax, flax, optax, ml_collections, tqdm, tensorboardX, sklearn; \
-print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
+# Found, not imported (an import of all of them cost ~4 CPU-s; every stage prints its devices).
+IMPORTS="import importlib.metadata as m, importlib.util as u, sys; \
+missing = [n for n in ('jax', 'flax', 'optax', 'ml_collections', 'tqdm', 'tensorboardX', \
+'sklearn') if u.find_spec(n) is None]; \
+sys.exit('missing: ' + ' '.join(missing)) if missing else \
+print('jax', m.version('jax'), 'flax', m.version('flax'))"
 if ! "$PY" -c "$IMPORTS" 2>/dev/null; then
   if ! ls .whl/*.whl >/dev/null 2>&1; then
     echo "no wheels in .whl/: run 'bash benchmarks/fetch_wheels.sh' here and carry .whl" >&2

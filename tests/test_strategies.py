@@ -98,10 +98,11 @@ def test_reinforce_failed_children_have_zero_advantage_and_leave_the_baseline(co
   c = config_factory()
   s = strategies.make("reinforce", c, SPACE, children_per_step=4)
   state = s.init(jax.random.key(0))
-  actions = s.ask(state, jax.random.key(1))
+  actions = jax.jit(s.ask)(state, jax.random.key(1))
   rewards = jnp.array([0.8, 0.6, 0.0, 0.0])
   valid = jnp.array([True, True, False, False])
-  after, m = s.tell(state, actions, rewards, valid)
+  tell = jax.jit(s.tell)  # One compile instead of the LSTM's ops dispatched one by one.
+  after, m = tell(state, actions, rewards, valid)
   # Only the two valid children enter the baseline: first step, b = their mean.
   np.testing.assert_allclose(float(m["baseline_used"]), 0.7, rtol=1e-6)
   np.testing.assert_allclose(float(after.baseline), 0.7, rtol=1e-6)
@@ -109,12 +110,13 @@ def test_reinforce_failed_children_have_zero_advantage_and_leave_the_baseline(co
   # (up to the 1/m of eq. (4), where m counts every sampled child): compare directions.
   c.controller.entropy_weight = 0.0
   s0 = strategies.make("reinforce", c, SPACE, children_per_step=4)
-  g_mask = jax.grad(lambda p: _loss(s0, p, actions, rewards, valid, 0.7))(state.params)
-  g_two = jax.grad(lambda p: _loss(s0, p, actions[:2], rewards[:2], None, 0.7))(state.params)
+  g_mask = jax.jit(jax.grad(lambda p: _loss(s0, p, actions, rewards, valid, 0.7)))(state.params)
+  g_two = jax.jit(jax.grad(lambda p: _loss(s0, p, actions[:2], rewards[:2], None, 0.7)))(
+      state.params)
   for a, b in zip(jax.tree.leaves(g_mask), jax.tree.leaves(g_two)):
     np.testing.assert_allclose(np.asarray(a) * 4, np.asarray(b) * 2, rtol=1e-4, atol=1e-7)
   # A step where every child failed leaves the baseline where it was.
-  after2, _ = s.tell(after, actions, rewards, jnp.zeros(4, bool))
+  after2, _ = tell(after, actions, rewards, jnp.zeros(4, bool))
   np.testing.assert_allclose(float(after2.baseline), float(after.baseline))
 
 

@@ -113,8 +113,9 @@ def plan(args, config) -> list:
 def run_strategy(name, overrides, config, space, args) -> list:
   """[float[samples]] per seed: the rewards of each search, in sampling order.
 
-  One jitted search per strategy row; seeds differ only in the key and the hidden target (both
-  arguments), so they share its compiled program.
+  One jitted search per strategy row; seeds differ only in the key and the hidden target, and
+  calls only in the reward's scale, offset and noise (all arguments), so they share its compiled
+  program (in one process, or through a persistent compilation cache).
   """
   config = config.copy_and_resolve_references()
   for k, v in (overrides or {}).items():
@@ -122,18 +123,19 @@ def run_strategy(name, overrides, config, space, args) -> list:
   strategy = strategies.make(name, config, space, children_per_step=args.children)
   steps = args.samples // args.children
 
-  def search(key, target):
+  def search(key, target, scale, offset, noise_sd):
     def reward(actions, k):
       agree = jnp.mean((actions == target).astype(jnp.float32), axis=1)
-      noise = args.noise_sd * jax.random.normal(k, agree.shape)
-      return args.reward_offset + args.reward_scale * agree + noise
+      noise = noise_sd * jax.random.normal(k, agree.shape)
+      return offset + scale * agree + noise
     return strategies.scan_search(strategy, reward, key, steps, with_key=True)[2]
 
   search = jax.jit(search)
   out = []
   for seed in range(args.seeds):
     target = jnp.asarray(space.encode(space.sample(jax.random.key(1000 + seed))))
-    out.append(np.asarray(search(jax.random.key(seed), target)).reshape(-1))
+    out.append(np.asarray(search(jax.random.key(seed), target, args.reward_scale,
+                                 args.reward_offset, args.noise_sd)).reshape(-1))
   return out
 
 

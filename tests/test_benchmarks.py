@@ -329,14 +329,15 @@ def test_controller_toy_smoke(tmp_path, capsys):
       ("reinforce", {"learning_rate": 4e-3, "entropy_weight": e, "baseline_decay": d})
       for e in (0.0, 0.01) for d in (0.5, 0.9)]
   assert grid[1][0] == "reinforce lr 0.004 entropy 0 decay 0.9 (default)"
-  # The reward on another scale (val_nll's), one cell of that grid.
+  # The reward on another scale (val_nll's), one cell of that grid: the config's entropy and
+  # decay, so the search is the first call's program (the reward's scale is an argument of it).
   rec = controller_toy.main(["controller_toy.py", "--samples=32", "--seeds=1", "--children=8",
-                             "--lrs=4e-3", "--entropy_weights=0.01", "--baseline_decays=0.5",
+                             "--lrs=4e-3", "--entropy_weights=1e-3", "--baseline_decays=0.8",
                              "--reward_scale=0.5", "--reward_offset=-1", "--strategies=reinforce",
                              "--window=8", f"--results_dir={tmp_path}", "--name=scaled"])
   assert [r["strategy"] for r in rec["rows"]] == [
-      "reinforce lr 0.004 entropy 0.01 decay 0.5 (default)"]
-  assert [(r["entropy_weight"], r["baseline_decay"]) for r in rec["rows"]] == [(0.01, 0.5)]
+      "reinforce lr 0.004 entropy 0.001 decay 0.8 (default)"]
+  assert [(r["entropy_weight"], r["baseline_decay"]) for r in rec["rows"]] == [(0.001, 0.8)]
   for r in rec["rows"]:  # -1 + 0.5 x (k of 32 decisions agree).
     assert -1.0 <= r["best"] <= -0.5 and (r["best"] + 1) * 64 == pytest.approx(
         round((r["best"] + 1) * 64))

@@ -607,3 +607,28 @@ def test_one_class_predictions_at_half_get_a_sentence():
   assert "clinical metrics at the validation threshold" in sentence
   entry["folds"] = [fold(0.8, 0.4), fold(float("nan"), 1.0)]  # One-class test part: no claim.
   assert statistics.one_class_sentence(entry) == ""
+
+
+def test_a_plot_is_drawn_once_to_the_bytes_savefig_would_write(monkeypatch):
+  """plots._png prints through the canvas: one draw of a constrained-layout figure (savefig
+  draws it twice), and the same PNG bytes as savefig at the same dpi."""
+  import io  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  from nasrl_jax.report import plots  # pylint: disable=g-import-not-at-top
+
+  def figure():
+    fig = Figure(figsize=(4, 3), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([0, 0.5, 1], [0, 0.8, 1], label="model")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
+    ax.legend()
+    return fig
+
+  draws = []
+  original = Figure.draw
+  monkeypatch.setattr(Figure, "draw", lambda self, r: (draws.append(1), original(self, r))[1])
+  ours = plots._png(figure())  # pylint: disable=protected-access
+  assert len(draws) == 1
+  buf = io.BytesIO()
+  figure().savefig(buf, format="png", dpi=plots.DPI)
+  assert ours == buf.getvalue()

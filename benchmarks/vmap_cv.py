@@ -173,7 +173,7 @@ def time_form(form, chunk, arch, spec, recipe, sizes, data, splits, keys) -> dic
     finite = all(np.all(np.isfinite(l)) for l in losses)
   else:
     if form == "vmap_xla_default":
-      recipe = dataclasses.replace(recipe, cpu_opt_level=-1, cpu_fusion_emitters=True)
+      recipe = dataclasses.replace(recipe, cpu_opt_level=-1)  # Emitters: already XLA's.
     mode = "sequential" if form == "sequential" else "vmap"
     fns = train_lib.make_train_fn(arch, spec, recipe, sizes, num_images=data.num_images,
                                   split_batching=mode, vmap_chunk=chunk)

@@ -78,9 +78,10 @@ def pytest_collection_modifyitems(config, items):
   fill the tail. Without xdist the order changes nothing but the sequence.
   """
   del config
-  tiny = sorted((i for i in items if "tiny_run" in i.fixturenames), key=lambda i: -_cpu_s(i))
-  slow = sorted((i for i in items if _cpu_s(i) and i not in tiny), key=lambda i: -_cpu_s(i))
-  rest = [i for i in items if i not in tiny and i not in slow]
+  uses_tiny = lambda i: "tiny_run" in i.fixturenames
+  tiny = sorted(filter(uses_tiny, items), key=lambda i: -_cpu_s(i))
+  slow = sorted((i for i in items if _cpu_s(i) and not uses_tiny(i)), key=lambda i: -_cpu_s(i))
+  rest = [i for i in items if not _cpu_s(i) and not uses_tiny(i)]
   fill = max(len(items) // 2 - len(tiny), 0)
   items[:] = tiny + rest[:fill] + slow + rest[fill:]
 

@@ -39,7 +39,7 @@ WATCHED = sorted(set(HEAVY + ONNX))
 @functools.lru_cache(maxsize=None)
 def _loaded_after_each_import() -> dict:
   code = ("import importlib, json, sys\n"
-          f"out = {{}}\n"
+          "out = {}\n"
           f"for m in {[m for m, _ in CHECKS]!r}:\n"
           "  importlib.import_module(m)\n"
           f"  out[m] = sorted(w for w in {WATCHED!r} if w in sys.modules)\n"

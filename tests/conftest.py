@@ -18,6 +18,24 @@ if ROOT not in sys.path:
 # Set by the session fixture below; tests and their subprocesses read it.
 CACHE_ENV = "NASRL_TEST_COMPILE_CACHE"
 
+# Every program the tests compile (in these processes and in the subprocesses they start, which
+# inherit the environment) is compiled by XLA:CPU at optimization level 0 with its older emitters,
+# as the tiny config already compiles its children: the tests check the package's logic, and none
+# compares a number with one from a default-compiled program. The suite then costs about a quarter
+# less CPU (docs/suite.md). Set here, before any test makes JAX create its CPU client (it reads
+# XLA_FLAGS then); a flag the caller already set wins. The benchmarks' gpu_check dry run clears
+# XLA_FLAGS, so the XLA defaults still compile a set of real programs in every suite run.
+TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+
+
+def _with_test_xla_flags(flags: str) -> str:
+  given = flags.split()
+  names = {f.split("=")[0] for f in given}
+  return " ".join(given + [f for f in TEST_XLA_FLAGS if f.split("=")[0] not in names])
+
+
+os.environ["XLA_FLAGS"] = _with_test_xla_flags(os.environ.get("XLA_FLAGS", ""))
+
 
 def load_config(arg=None):
   spec = importlib.util.spec_from_file_location(

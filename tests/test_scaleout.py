@@ -34,8 +34,18 @@ def _same(a, b):
 
 
 def _env(devices):
+  """The session's environment and N CPU devices per process.
+
+  The session's XLA_FLAGS stay (both sides compile alike). One device is CPU's default and gets no
+  flag: XLA flags are part of JAX's compilation-cache key, so process 0 of a 1-device run reads the
+  programs the session's in-process runs cached (process 1's device id differs: it compiles).
+  """
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  flags = [f for f in env.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  if devices > 1:
+    flags.append(f"--xla_force_host_platform_device_count={devices}")
+  env["XLA_FLAGS"] = " ".join(flags)
   return env
 
 

@@ -27,8 +27,9 @@
 #
 # DRY_RUN=1 bash benchmarks/gpu_check.sh   runs the same stages at 32 px, width 1/16, on the
 # 5-layer test space (the tiny config), a few steps, float32 outside the bf16 stage, random search
-# and no warm/AOT/repeat search workers: a CPU check of the script (about 1.5 minutes on 2 cores;
-# results in /tmp/gpu_check_dry unless $OUT is set). tests/test_benchmarks.py runs it.
+# and no warm/AOT/repeat search workers, XLA:CPU level 0 outside vmap_cv: a CPU check of the
+# script (about 1 minute on 2 cores; results in /tmp/gpu_check_dry unless $OUT is set).
+# tests/test_benchmarks.py runs it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # The interpreter: $PYTHON (the tests pass theirs: sys.executable), else python3 from PATH.
@@ -47,6 +48,9 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   VMAP=(--config=tiny --archs=vgg19 --folds=2 --chunks=2 --epochs=1 --forms=vmap,unrolled)
   T_CHILD=90 T_F32=90 T_SEARCH=150 T_VMAP=150 T_FPS=60 T_PAPER=120
   RECIPE=(--variant=tiny --recipes=train.epochs=1 --children=0 --folds=2)
+  # The stages that only check plumbing compile at XLA:CPU level 0 with the older emitters (as the
+  # test suite does; ~25 % less CPU); vmap_cv compares its forms' numbers under XLA's defaults.
+  FAST=(env "XLA_FLAGS=--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
 else
   RES="${OUT:-benchmarks/results/gpu}"
   PAPER=(--size=224 --width=1.0)
@@ -60,6 +64,7 @@ else
         --forms=vmap,unrolled)
   T_CHILD=95 T_F32=40 T_SEARCH=110 T_VMAP=80 T_FPS=35 T_PAPER=150
   RECIPE=(--variant=paper --recipes=base --children=0 --folds=2)
+  FAST=()
 fi
 mkdir -p "$RES"
 
@@ -95,22 +100,22 @@ stage() {  # stage NAME TIMEOUT_S CMD... : runs with a timeout (the whole proces
   [ "${RC[$name]}" = 124 ] && echo "!! $name timed out after ${limit}s (finished rows are kept)"
 }
 
-stage child_training_bf16 "$T_CHILD" "$PY" benchmarks/child_training.py "${CHILD[@]}" \
-  "${PAPER[@]}" --dtype=bfloat16 --archs="${CHILD_ARCHS[0]}" --steps=$STEPS \
+stage child_training_bf16 "$T_CHILD" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/child_training.py \
+  "${CHILD[@]}" "${PAPER[@]}" --dtype=bfloat16 --archs="${CHILD_ARCHS[0]}" --steps=$STEPS \
   --max_seconds_per_arch=8 \
   --name=child_training_bf16 --results_dir="$RES"
-stage child_training_f32 "$T_F32" "$PY" benchmarks/child_training.py "${CHILD[@]}" \
-  "${PAPER[@]}" --dtype=float32 --archs="${F32_ARCHS[0]}" --steps=$STEPS --max_seconds_per_arch=6 \
-  --name=child_training_f32 --results_dir="$RES"
-stage search_throughput "$T_SEARCH" "$PY" benchmarks/search_throughput.py "${SEARCH[@]}" \
-  "${PAPER[@]}" --dtype=$DTYPE --name=search_throughput --results_dir="$RES"
+stage child_training_f32 "$T_F32" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/child_training.py \
+  "${CHILD[@]}" "${PAPER[@]}" --dtype=float32 --archs="${F32_ARCHS[0]}" --steps=$STEPS \
+  --max_seconds_per_arch=6 --name=child_training_f32 --results_dir="$RES"
+stage search_throughput "$T_SEARCH" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/search_throughput.py \
+  "${SEARCH[@]}" "${PAPER[@]}" --dtype=$DTYPE --name=search_throughput --results_dir="$RES"
 stage vmap_cv "$T_VMAP" "$PY" benchmarks/vmap_cv.py "${VMAP[@]}" "${PAPER[@]}" \
   --dtype=$DTYPE --name=vmap_cv --results_dir="$RES"
-stage inference "$T_FPS" "$PY" benchmarks/inference.py "${PAPER[@]}" --dtype=$DTYPE \
-  --archs="${FPS_ARCHS[0]}" --iters=$(( STEPS * 13 )) --batch=64 --name=inference \
+stage inference "$T_FPS" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/inference.py "${PAPER[@]}" \
+  --dtype=$DTYPE --archs="${FPS_ARCHS[0]}" --iters=$(( STEPS * 13 )) --batch=64 --name=inference \
   --results_dir="$RES"
-stage paper_recipe "$T_PAPER" "$PY" benchmarks/recipes.py "${RECIPE[@]}" --cohort_seed=1 \
-  --name=paper_recipe --results_dir="$RES" --workdir=/tmp/gpu_check_recipe
+stage paper_recipe "$T_PAPER" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/recipes.py "${RECIPE[@]}" \
+  --cohort_seed=1 --name=paper_recipe --results_dir="$RES" --workdir=/tmp/gpu_check_recipe
 
 echo
 echo "== summary ($(( $(date +%s) - T0 ))s in all; stage exit codes:$(for k in "${!RC[@]}"; do

@@ -410,7 +410,7 @@ def test_host_overheads_smoke(tmp_path, capsys):
 def test_gpu_check_dry_run_covers_every_stage(tmp_path):
   out = tmp_path / "gpu"
   env = dict(os.environ, DRY_RUN="1", OUT=str(out), PYTHON=sys.executable)
-  env.pop("XLA_FLAGS", None)
+  env.pop("XLA_FLAGS", None)  # The script sets them (the session's level 0 would change vmap_cv).
   proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh")], env=env,
                         cwd=ROOT, capture_output=True, text=True, check=False)
   text = proc.stdout + proc.stderr

@@ -27,8 +27,9 @@
 #
 # DRY_RUN=1 bash benchmarks/gpu_check.sh   runs the same stages at 32 px, width 1/16, on the
 # 5-layer test space (the tiny config), a few steps, float32 outside the bf16 stage, random search
-# and no warm/AOT/repeat search workers, XLA:CPU level 0 outside vmap_cv: a CPU check of the
-# script (about 1 minute on 2 cores; results in /tmp/gpu_check_dry unless $OUT is set).
+# and no warm/AOT/repeat search workers, XLA:CPU level 0 with one LLVM module per program outside
+# vmap_cv, as the test suite compiles: a CPU check of the script (about 1 minute on 2 cores;
+# results in /tmp/gpu_check_dry unless $OUT is set).
 # tests/test_benchmarks.py runs it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +51,8 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   RECIPE=(--variant=tiny --recipes=train.epochs=1 --children=0 --folds=2)
   # The stages that only check plumbing compile at XLA:CPU level 0 with the older emitters, as the
   # test suite does (dry run 92 -> 77 CPU-s); vmap_cv compares its forms under XLA's defaults.
-  FAST=(env "XLA_FLAGS=--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
+  FAST=(env "XLA_FLAGS=--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false \
+--xla_cpu_parallel_codegen_split_count=1")
 else
   RES="${OUT:-benchmarks/results/gpu}"
   PAPER=(--size=224 --width=1.0)

@@ -97,6 +97,7 @@ def status(field):
 
 c = load_config("tiny")
 c.train.batch_size = 32
+c.space.width_multiplier, c.model.min_width = 0.0625, 8  # 32 channels: buffers of a few 100 MB.
 arch = Architecture((7,) * 5, (512,) * 5, (1, 1, 1, 1, 1))
 n, size = 64, 64
 spec = child.ChildSpec.from_config(c, (size, size, 1), 2)

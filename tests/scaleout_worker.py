@@ -23,7 +23,8 @@ def run(workdir):
   """The search in this process (its devices, and its peers if jax.distributed is up)."""
   c = load_config("quick")
   c.space.blocks = (1, 1, 1, 1, 1)
-  c.space.width_multiplier, c.model.min_width = 0.03125, 2  # The tiny config's narrow children.
+  tiny = load_config("tiny")  # The tiny config's narrow children (width and floor).
+  c.space.width_multiplier, c.model.min_width = tiny.space.width_multiplier, tiny.model.min_width
   c.search.num_steps = 2
   c.search.children_per_step = 4
   c.train.epochs = 1

@@ -20,17 +20,28 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "scaleout_worker.py")
 
 
+def _jsonl(workdir, name):
+  with open(os.path.join(workdir, name)) as f:
+    return [json.loads(l) for l in f]
+
+
 def _rows(workdir):
-  with open(os.path.join(workdir, "history.jsonl")) as f:
-    rows = [json.loads(l) for l in f]
-  return [(r["step"], r["child"], r["architecture"], r["reward"], r["val_acc"], r["status"])
-          for r in rows], [r["best_val_loss"] for r in rows]
+  """The children (exact fields, losses) and the controller's update of each step."""
+  rows = _jsonl(workdir, "history.jsonl")
+  steps = _jsonl(workdir, "steps.jsonl")
+  return ([(r["step"], r["child"], r["architecture"], r["reward"], r["val_acc"], r["status"])
+           for r in rows], [r["best_val_loss"] for r in rows],
+          [(s["step"], s["valid"], s["mean_reward"], s["baseline"]) for s in steps],
+          [[s["loss"], s["grad_norm"], s["entropy"]] for s in steps])
 
 
 def _same(a, b):
-  """Exact architectures, rewards, curves and statuses; losses to float-rounding level."""
-  assert a[0] == b[0]
+  """Exact architectures, rewards, curves and statuses; losses to float-rounding level. The
+  controller's update (REINFORCE loss, gradient norm, entropy) from the gathered rewards: the same
+  rewards in the same order give the same numbers, to float rounding."""
+  assert a[0] == b[0] and a[2] == b[2]
   np.testing.assert_allclose(a[1], b[1], rtol=5e-3)
+  np.testing.assert_allclose(a[3], b[3], rtol=1e-5)
 
 
 def _env(devices):
@@ -67,7 +78,7 @@ def test_four_devices_in_two_processes_match_one_device(tmp_path):
   assert len(jax.local_devices()) == 1 and jax.process_count() == 1
   assert scaleout_worker.run(str(tmp_path / "one")) == "devices 1 processes 1"
   reference = _rows(tmp_path / "one")
-  assert len(reference[0]) == 8
+  assert len(reference[0]) == 4 and len(reference[2]) == 1
 
   address = f"127.0.0.1:{_free_port()}"
   procs = [subprocess.Popen([sys.executable, WORKER, str(tmp_path / "four"), address, "2", str(i)],

@@ -25,11 +25,11 @@
 # Then benchmarks/summary.py prints one table against the targets. JSONs and logs go to $OUT when
 # set (the run tool brings them back), else to benchmarks/results/gpu/.
 #
-# DRY_RUN=1 bash benchmarks/gpu_check.sh   runs the same stages at 32 px, width 1/16, on the
-# 5-layer test space (the tiny config), a few steps, float32 outside the bf16 stage, random search
-# and no warm/AOT/repeat search workers, XLA:CPU level 0 with one LLVM module per program outside
-# vmap_cv, as the test suite compiles: a CPU check of the script (about 1 minute on 2 cores;
-# results in /tmp/gpu_check_dry unless $OUT is set).
+# DRY_RUN=1 bash benchmarks/gpu_check.sh   runs the same stages at 32 px, width 1/32 (the tiny
+# config's, 2-16 channels), on the 5-layer test space, a few steps, float32 outside the bf16
+# stage, random search and no warm/AOT/repeat search workers, XLA:CPU level 0 with one LLVM module
+# per program outside the inference stage, as the test suite compiles: a CPU check of the script
+# (about 1 minute on 2 cores; results in /tmp/gpu_check_dry unless $OUT is set).
 # tests/test_benchmarks.py runs it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +39,7 @@ T0=$(date +%s)
 TOY="1x64 | 1x64 | 1x64 | 1x64 | 1x64"
 if [ "${DRY_RUN:-0}" = 1 ]; then
   RES="${OUT:-/tmp/gpu_check_dry}"
-  PAPER=(--size=32 --width=0.0625)
+  PAPER=(--size=32 --width=0.03125)
   CHILD=(--config=tiny --peak_n=256)
   CHILD_ARCHS=("$TOY"); F32_ARCHS=("$TOY"); FPS_ARCHS=("$TOY")
   STEPS=3
@@ -50,7 +50,9 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   T_CHILD=90 T_F32=90 T_SEARCH=150 T_VMAP=150 T_FPS=60 T_PAPER=120
   RECIPE=(--variant=tiny --recipes=train.epochs=1 --children=0 --folds=2)
   # The stages that only check plumbing compile at XLA:CPU level 0 with the older emitters, as the
-  # test suite does (dry run 92 -> 77 CPU-s); vmap_cv compares its forms under XLA's defaults.
+  # test suite does (dry run 92 -> 77 CPU-s). The inference stage compiles under XLA's defaults,
+  # so a default-compiled program runs in every suite run (its forward program is the cheapest to
+  # compile; vmap_cv's three training programs cost ~8 CPU-s more at the defaults).
   FAST=(env "XLA_FLAGS=--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false \
 --xla_cpu_parallel_codegen_split_count=1")
 else
@@ -111,9 +113,9 @@ stage child_training_f32 "$T_F32" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/child
   --max_seconds_per_arch=6 --name=child_training_f32 --results_dir="$RES"
 stage search_throughput "$T_SEARCH" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/search_throughput.py \
   "${SEARCH[@]}" "${PAPER[@]}" --dtype=$DTYPE --name=search_throughput --results_dir="$RES"
-stage vmap_cv "$T_VMAP" "$PY" benchmarks/vmap_cv.py "${VMAP[@]}" "${PAPER[@]}" \
+stage vmap_cv "$T_VMAP" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/vmap_cv.py "${VMAP[@]}" "${PAPER[@]}" \
   --dtype=$DTYPE --name=vmap_cv --results_dir="$RES"
-stage inference "$T_FPS" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/inference.py "${PAPER[@]}" \
+stage inference "$T_FPS" "$PY" benchmarks/inference.py "${PAPER[@]}" \
   --dtype=$DTYPE --archs="${FPS_ARCHS[0]}" --iters=$(( STEPS * 13 )) --batch=64 --name=inference \
   --results_dir="$RES"
 stage paper_recipe "$T_PAPER" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/recipes.py "${RECIPE[@]}" \

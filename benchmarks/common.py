@@ -8,7 +8,8 @@ persistent-compilation-cache switches (`--compile_cache`), compile-phase timing 
 the JSON result record (benchmarks/results/<name>.json, also $OUT/<name>.json when $OUT is set, as
 on a lent GPU) and the plain-text table printed last.
 
-Imports stay light on purpose (jax, numpy and this package's child/space/train modules): the GPU
+Imports stay light on purpose (numpy and this package's space module; jax where a helper uses it,
+so the summary and the parents of worker processes never load it: ~1.5-3 CPU-s each): the GPU
 image the benchmarks run on has no Pillow or matplotlib (see fetch_wheels.sh).
 """
 
@@ -21,8 +22,6 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,6 +134,7 @@ def space_archs(text: str, space, seed: int = 0) -> Dict[str, space_lib.Architec
       out[name] = space.vgg19
     elif name.startswith("sampled") and (name[7:].isdigit() or not name[7:]):
       i = int(name[7:] or 1) - 1
+      import jax  # pylint: disable=g-import-not-at-top
       out[name] = space.sample(jax.random.fold_in(jax.random.key(int(seed)), i))
     elif name in ("smallest", "largest"):
       k, f = (min(space.kernels), min(space.filters)) if name == "smallest" else (
@@ -269,6 +269,7 @@ def check_name(name: str) -> None:
 
 def device_info() -> dict:
   """Which device and software ran the benchmark (for the JSON record)."""
+  import jax  # pylint: disable=g-import-not-at-top
   d = jax.devices()[0]
   kind = getattr(d, "device_kind", d.platform)
   if d.platform == "cpu":
@@ -291,6 +292,7 @@ def nominal_peak(device_kind: str, dtype: str) -> Optional[float]:
 
 def block(tree):
   """Waits for every array in a pytree (jax.block_until_ready) and returns it."""
+  import jax  # pylint: disable=g-import-not-at-top
   return jax.block_until_ready(tree)
 
 
@@ -315,6 +317,8 @@ def matmul_peak(dtype: str, n: Optional[int] = None, iters: Optional[int] = None
   Returns:
     {"flops_per_s", "n", "dtype", "median_s"}.
   """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   on_cpu = jax.default_backend() == "cpu"
   n = n or (2048 if on_cpu else 4096)
   iters = iters or (5 if on_cpu else 50)
@@ -336,6 +340,7 @@ def enable_compile_cache(path: str) -> None:
 
 def disable_compile_cache() -> None:
   """Turns the persistent compilation cache off, so every compile is cold."""
+  import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_enable_compilation_cache", False)
 
 
@@ -346,6 +351,7 @@ class CacheCounter:
   MISS = "/jax/compilation_cache/cache_misses"
 
   def __init__(self):
+    import jax  # pylint: disable=g-import-not-at-top
     self.hits = 0
     self.misses = 0
     jax.monitoring.register_event_listener(self._on_event)
@@ -358,6 +364,7 @@ class CacheCounter:
       self.misses += 1
 
   def close(self):
+    import jax  # pylint: disable=g-import-not-at-top
     jax.monitoring.unregister_event_listener(self._on_event)
 
   def as_dict(self) -> dict:
@@ -382,6 +389,7 @@ class CompilePhases:
   def __init__(self):
     self.seconds = self._zero()
     self.programs = {p: self._zero() for p in self.PROGRAMS.values()}
+    import jax  # pylint: disable=g-import-not-at-top
     jax.monitoring.register_event_duration_secs_listener(self._on_duration)
 
   def _zero(self):
@@ -411,6 +419,7 @@ class CompilePhases:
     return out
 
   def close(self):
+    import jax  # pylint: disable=g-import-not-at-top
     jax.monitoring.unregister_event_duration_listener(self._on_duration)
 
 
@@ -425,6 +434,7 @@ def apply_compile_cache(value: str) -> str:
     disable_compile_cache()
     return "off"
   if value == "keep":
+    import jax  # pylint: disable=g-import-not-at-top
     return "kept (" + ("on" if jax.config.jax_enable_compilation_cache else "off") + ")"
   enable_compile_cache(value)
   return f"on ({value})"

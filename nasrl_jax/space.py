@@ -5,13 +5,20 @@ every layer picks a kernel size from {1, 3, 5, 7} and a filter count from {64, 1
 the space holds (4 * 4) ** 16 = 16 ** 16 (about 1.8e19) architectures. The controller makes two
 decisions per layer, kernel first then filters: action 2i is layer i's kernel index, action 2i+1 its
 filter index.
+
+JAX is imported only to sample: the architecture vocabulary (parsing, printing, counting) stays
+light for tools that only read results (benchmarks/summary.py, tests/test_imports.py checks it).
 """
 
-import dataclasses
-from typing import Sequence
+from __future__ import annotations
 
-import jax
+import dataclasses
+from typing import TYPE_CHECKING, Sequence
+
 import numpy as np
+
+if TYPE_CHECKING:
+  import jax
 
 VGG19_BLOCKS = (2, 2, 4, 4, 4)
 VGG19_KERNELS = (3,) * 16
@@ -157,6 +164,7 @@ class SearchSpace:
 
   def sample_actions(self, key: jax.Array) -> np.ndarray:
     """Uniform actions for random search (deterministic per key)."""
+    import jax  # pylint: disable=g-import-not-at-top
     k_key, f_key = jax.random.split(key)
     ks = jax.random.randint(k_key, (self.num_layers,), 0, len(self.kernels))
     fs = jax.random.randint(f_key, (self.num_layers,), 0, len(self.filters))

@@ -237,16 +237,16 @@ def count_params(arch: space_lib.Architecture, input_shape=(224, 224, 1), num_cl
 
   `count_params(VGG19)` is 139,577,282, the paper's Table 1 figure.
   """
-  spec = ChildSpec(tuple(input_shape), num_classes, head, dense_units, 0.5, batch_norm,
-                   width_multiplier, min_width=min_width)
-  _, params, _ = abstract_state(arch, spec)
-  return int(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
+  return count_params_for(arch, ChildSpec(tuple(input_shape), num_classes, head, dense_units, 0.5,
+                                          batch_norm, width_multiplier, min_width=min_width))
 
 
 def count_params_for(arch: space_lib.Architecture, spec: ChildSpec) -> int:
-  """`count_params` with every setting taken from a ChildSpec."""
-  return count_params(arch, spec.input_shape, spec.num_classes, spec.head, spec.batch_norm,
-                      spec.dense_units, spec.width_multiplier, spec.min_width)
+  """`count_params` with every setting taken from a ChildSpec: the run's own spec, so the cached
+  abstract state is the one its training reads (a spec rebuilt with another dropout or dtype
+  would trace the child a second time)."""
+  _, params, _ = abstract_state(arch, spec)
+  return int(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
 
 
 def activation_elements(arch: space_lib.Architecture, spec: ChildSpec) -> int:

@@ -131,9 +131,6 @@ VARIANTS = {
         "search.top_k": 1,
         "evolution.population": 2,
         "evolution.tournament": 2,
-        # The tests check the report's plumbing, not its intervals' precision: a 2-fold report
-        # renders in ~1.4 instead of ~3.5 CPU-s (measured; the bootstrap is most of it).
-        "eval.bootstrap_resamples": 400,
     },
 }
 SOURCES = ("manifest", "byra_mat", "dicom")  # Variant words that pick config.data.source.
@@ -315,9 +312,6 @@ def base_config():
   #            primary family: "A vs B" comparisons and one metric ([image.|subject.]name). The
   #            verdict and Holm's adjustment use these alone; every other comparison is
   #            exploratory. Fixed for a run: resuming with another primary is refused.
-  ev.bootstrap_resamples = 2000  # Resamples of the report's fold-stratified bootstrap (every CI;
-  #                               a paired comparison's p-value is never below 1 / (B + 1)). Raise
-  #                               it for a paper's final figures: a resume only re-renders.
   ev.fps_iters = 100  # Timed batch-1 calls for the FPS median.
   ev.throughput_batch = 64  # Batch size for the large-batch throughput figure.
 

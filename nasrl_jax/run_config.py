@@ -7,7 +7,6 @@ import os
 from nasrl_jax import evaluate
 from nasrl_jax import io_utils
 from nasrl_jax import reinforce
-from nasrl_jax import stats
 from nasrl_jax import strategies as strategies_lib
 from nasrl_jax import train as train_lib
 from nasrl_jax.errors import UserInputError
@@ -15,8 +14,7 @@ from nasrl_jax.report import primary as primary_lib
 
 # Config fields that may change between a run and its resume without changing the experiment.
 HARMLESS_FIELDS = ("variant", "log_every_s", "compile_cache_dir", "data.cache_dir",
-                   "eval.fps_iters", "eval.throughput_batch", "eval.bootstrap_resamples",
-                   "search.aot_compile",
+                   "eval.fps_iters", "eval.throughput_batch", "search.aot_compile",
                    "search.max_devices", "max_hours",
                    # Turning the final search on after a run adds it; the estimate is untouched.
                    "eval.final_search")
@@ -97,8 +95,7 @@ def validate_config(config) -> None:
                       ("search.num_steps", se.num_steps, 1),
                       ("search.children_per_step", se.children_per_step, 1),
                       ("evolution.population", config.evolution.population, 2),
-                      ("evolution.tournament", config.evolution.tournament, 1),
-                      ("eval.bootstrap_resamples", ev.bootstrap_resamples, stats.MIN_RESAMPLES)):
+                      ("evolution.tournament", config.evolution.tournament, 1)):
     if isinstance(v, bool) or not isinstance(v, int) or v < lo:
       raise UserInputError(f"config.{name}={v!r}: must be an integer >= {lo}")
   if config.evolution.tournament > config.evolution.population:

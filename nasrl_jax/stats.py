@@ -24,8 +24,6 @@ import scipy.stats
 # Bootstrap resamples by default: percentile 95 % limits need >= 1,000 (Efron & Tibshirani 1993,
 # ch. 13); 2,000 keeps the limits' Monte Carlo error near 0.005.
 N_RESAMPLES = 2000
-PUBLISH_RESAMPLES = 1000  # Fewer are flagged in the report (tests and dry runs use them).
-MIN_RESAMPLES = 200  # Fewer are refused: an interval's ends would rest on a handful of draws.
 # Two-sided confidence level of every interval unless a caller says otherwise.
 CONFIDENCE = 0.95
 

@@ -632,29 +632,3 @@ def test_a_plot_is_drawn_once_to_the_bytes_savefig_would_write(monkeypatch):
   buf = io.BytesIO()
   figure().savefig(buf, format="png", dpi=plots.DPI)
   assert ours == buf.getvalue()
-
-
-def test_bootstrap_resamples_come_from_the_run_and_few_are_flagged(config_factory):
-  """`eval.bootstrap_resamples` reaches every bootstrap (the paired comparisons count their
-  resamples); below 1,000 the report says so; below the minimum the run and the report refuse."""
-  results = fake_results.make_results(**{**SMALL, "outer_folds": 2})
-  results["bootstrap_resamples"] = 300
-  rendered = report.render(results, plots=False)
-  assert rendered.report["bootstrap"]["resamples"] == 300
-  rows = [r for r in rendered.report["comparisons"] if "n_resamples" in r]
-  assert rows and {r["n_resamples"] for r in rows} <= {300}
-  assert "Bootstrap: 300 resamples (fewer than the 1,000 percentile limits need" in rendered.markdown
-  del results["bootstrap_resamples"]  # Results written before the field: 2,000.
-  rendered = report.render(results, plots=False)
-  assert rendered.report["bootstrap"]["resamples"] == 2000
-  assert "Bootstrap: 2000 resamples" in rendered.markdown
-  results["bootstrap_resamples"] = 50
-  with pytest.raises(UserInputError, match=r"results\['bootstrap_resamples'\].*>= 200"):
-    report.render(results, plots=False)
-  from nasrl_jax import run_config  # pylint: disable=g-import-not-at-top
-  c = config_factory("tiny")
-  assert c.eval.bootstrap_resamples == 400
-  run_config.validate_config(c)
-  c.eval.bootstrap_resamples = 50
-  with pytest.raises(UserInputError, match=r"config.eval.bootstrap_resamples=50: .* >= 200"):
-    run_config.validate_config(c)

@@ -297,8 +297,7 @@ def _group_rows(data, results):
     if not group:
       continue
     boot = stats.fold_bootstrap({data.name: {f: data.image[f]}}, statistic(),
-                                seed=results.get("bootstrap_seed", 0),
-                                n_resamples=resamples(results))[data.name]
+                                seed=results.get("bootstrap_seed", 0))[data.name]
     row = {"fold": f, "group": group,
            "images": int(next(iter(data.image[f].values()))["label"].size)}
     for name in ("accuracy", "auroc"):
@@ -324,8 +323,7 @@ def _search_fold_rows(data, search_fold, results):
       row[name] = {"value": c / n if n else math.nan, "count": c, "n": n, "ci95": [low, high],
                    "ci_method": "wilson"}
     boot = stats.fold_bootstrap({data.name: {search_fold: {r: part}}}, statistic(),
-                                seed=results.get("bootstrap_seed", 0),
-                                n_resamples=resamples(results))[data.name]
+                                seed=results.get("bootstrap_seed", 0))[data.name]
     low, high = boot["ci_subjects"]["auroc"]
     row["auroc"] = {"value": float(boot["estimate"]["auroc"]), "ci95": [float(low), float(high)],
                     "ci_method": "subject bootstrap"}
@@ -344,21 +342,16 @@ def _ratio(data: dict) -> float:
   return n_test / n_rest if n_rest > 0 else math.inf
 
 
-def resamples(results) -> int:
-  """The run's bootstrap resamples (`eval.bootstrap_resamples`; results before it: 2000)."""
-  return int(results.get("bootstrap_resamples", stats.N_RESAMPLES))
-
-
 def summarise(results) -> Summary:
   """All of the report's numbers from validated `results`."""
-  seed, b = int(results.get("bootstrap_seed", 0)), resamples(results)
+  seed = int(results.get("bootstrap_seed", 0))
   ordered = sorted_models(results["models"])
   data = {m["name"]: model_data(m, results) for m in ordered}
   grade_mode = results["label_mode"] == "grade"
   boot = {"image": stats.fold_bootstrap({n: d.image for n, d in data.items()},
-                                        statistic(grade_mode), seed=seed, n_resamples=b),
+                                        statistic(grade_mode), seed=seed),
           "subject": stats.fold_bootstrap({n: d.subject for n, d in data.items()}, statistic(),
-                                          seed=seed, n_resamples=b)}
+                                          seed=seed)}
   ratio = _ratio(data)
   k = max(len(d.image) for d in data.values())
   entries = [summarise_model(m, results, data[m["name"]], boot, ratio, k) for m in ordered]
@@ -380,7 +373,7 @@ def summarise(results) -> Summary:
                for name, rows in (results.get("rescore") or {}).items() if rows},
       search_cost=search_summary.search_cost(search),
       search_curves=search_summary.search_curves(search),
-      bootstrap={"resamples": b, "seed": seed, "confidence": stats.CONFIDENCE,
+      bootstrap={"resamples": stats.N_RESAMPLES, "seed": seed, "confidence": stats.CONFIDENCE,
                  "method": "percentile; within each outer fold's test part, subjects resampled "
                            "with replacement (every image of a drawn subject coming along) and "
                            "the fold's test trainings resampled with replacement; statistic = "

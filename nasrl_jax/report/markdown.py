@@ -14,7 +14,6 @@ the detail a reviewer checks.
 import csv
 import io
 
-from nasrl_jax import stats
 from nasrl_jax.report import markdown_clinical
 from nasrl_jax.report import markdown_search
 from nasrl_jax.report import statistics
@@ -94,13 +93,10 @@ def protocol_section(report):
         f"`--config.eval.protocol=nested` for a result that can be published as an estimate."]
   boot = report.get("bootstrap") or {}
   score = report.get("fold_score") or "the mean of its test trainings"
-  resamples = f"{boot.get('resamples', 'n/a')} resamples"
-  if isinstance(boot.get("resamples"), int) and boot["resamples"] < stats.PUBLISH_RESAMPLES:
-    resamples += (f" (fewer than the {stats.PUBLISH_RESAMPLES:,} percentile limits need: raise "
-                  "--config.eval.bootstrap_resamples before publishing)")
+  resamples = boot.get("resamples", "n/a")
   lines += ["", f"A fold's value of any metric is {score}. Every \"mean +- std [95 % CI]\": mean "
-            f"and sample std over outer folds; {interval_rule(report)} Bootstrap: {resamples}, "
-            f"seed "
+            f"and sample std over outer folds; {interval_rule(report)} Bootstrap: {resamples} "
+            f"resamples, seed "
             f"{boot.get('seed', 'n/a')} (from the run's root key). Table 1 thresholds P(fatty) at "
             "0.5 (the paper's); the clinical metrics use each training's validation threshold."]
   return lines

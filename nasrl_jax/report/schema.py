@@ -10,7 +10,6 @@ seed keys, disjoint test subjects), plus the types of the pass-through sections.
 import math
 import numbers
 
-from nasrl_jax import stats
 from nasrl_jax.errors import UserInputError
 from nasrl_jax.report import primary as primary_lib
 
@@ -230,7 +229,3 @@ def validate(results):
     _dict(results["final_search"], "results['final_search']")
   if results.get("primary_spec") is not None:
     primary_lib.parse(results["primary_spec"])
-  b = results.get("bootstrap_resamples")
-  if b is not None and not (_is_int(b) and b >= stats.MIN_RESAMPLES):
-    _fail("results['bootstrap_resamples']",
-          f"expected an int >= {stats.MIN_RESAMPLES}, got {b!r}")

@@ -113,8 +113,8 @@ stage child_training_f32 "$T_F32" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/child
   --max_seconds_per_arch=6 --name=child_training_f32 --results_dir="$RES"
 stage search_throughput "$T_SEARCH" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/search_throughput.py \
   "${SEARCH[@]}" "${PAPER[@]}" --dtype=$DTYPE --name=search_throughput --results_dir="$RES"
-stage vmap_cv "$T_VMAP" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/vmap_cv.py "${VMAP[@]}" "${PAPER[@]}" \
-  --dtype=$DTYPE --name=vmap_cv --results_dir="$RES"
+stage vmap_cv "$T_VMAP" ${FAST[@]+"${FAST[@]}"} "$PY" benchmarks/vmap_cv.py "${VMAP[@]}" \
+  "${PAPER[@]}" --dtype=$DTYPE --name=vmap_cv --results_dir="$RES"
 stage inference "$T_FPS" "$PY" benchmarks/inference.py "${PAPER[@]}" \
   --dtype=$DTYPE --archs="${FPS_ARCHS[0]}" --iters=$(( STEPS * 13 )) --batch=64 --name=inference \
   --results_dir="$RES"

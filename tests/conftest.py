@@ -25,9 +25,9 @@ CACHE_ENV = "NASRL_TEST_COMPILE_CACHE"
 # (A/B back to back, docs/suite.md). Set here, before any test makes JAX create its CPU client (it
 # reads XLA_FLAGS then); a flag the caller already set wins. The gpu_check dry run clears them and
 # compiles its inference stage under XLA's defaults, so a default-compiled program still runs in
-# every suite run. And each program is one LLVM module (no parallel codegen split): with 2 workers on 2
-# cores the split's threads only cost CPU (a tiny child compiles with 10 % less CPU, measured in
-# concurrent pairs, docs/suite.md).
+# every suite run. And each program is one LLVM module (no parallel codegen split): with 2 workers
+# on 2 cores the split's threads only cost CPU (a tiny child compiles with 10 % less CPU, measured
+# in concurrent pairs, docs/suite.md).
 TEST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false",
                   "--xla_cpu_parallel_codegen_split_count=1")
 

@@ -3,10 +3,10 @@
   python -m pytest -q tests/test_benchmarks.py
 
 Toy size: the 5-layer test space (`blocks=(1,1,1,1,1)`, the tiny config), 32 px, width 1/32 in
-the dry run, one or two epochs. child_training, search_throughput, vmap_cv, inference and summary run through
-`DRY_RUN=1 benchmarks/gpu_check.sh` (the lent-GPU script's CPU mode: one test checks the script
-and every stage's JSON), reward_noise through its two subprocess workers, controller_toy and
-balance_modes in this process. Assertions are on output fields, never on timing. Most of the time
+the dry run, one or two epochs. child_training, search_throughput, vmap_cv, inference and summary
+run through `DRY_RUN=1 benchmarks/gpu_check.sh` (the lent-GPU script's CPU mode: one test checks
+the script and every stage's JSON), reward_noise through its two subprocess workers,
+controller_toy and balance_modes in this process. Assertions are on output fields, never on timing. Most of the time
 is cold compiles of toy children (a few seconds each on 2 cores).
 """
 

@@ -6,8 +6,8 @@ Toy size: the 5-layer test space (`blocks=(1,1,1,1,1)`, the tiny config), 32 px,
 the dry run, one or two epochs. child_training, search_throughput, vmap_cv, inference and summary
 run through `DRY_RUN=1 benchmarks/gpu_check.sh` (the lent-GPU script's CPU mode: one test checks
 the script and every stage's JSON), reward_noise through its two subprocess workers,
-controller_toy and balance_modes in this process. Assertions are on output fields, never on timing. Most of the time
-is cold compiles of toy children (a few seconds each on 2 cores).
+controller_toy and balance_modes in this process. Assertions are on output fields, never on
+timing. Most of the time is cold compiles of toy children (a few seconds each on 2 cores).
 """
 
 import json

@@ -9,8 +9,9 @@ the JSON result record (benchmarks/results/<name>.json, also $OUT/<name>.json wh
 on a lent GPU) and the plain-text table printed last.
 
 Imports stay light on purpose (numpy and this package's space module; jax where a helper uses it,
-so the summary and the parents of worker processes never load it: ~1.5-3 CPU-s each): the GPU
-image the benchmarks run on has no Pillow or matplotlib (see fetch_wheels.sh).
+so a parent process that only starts workers never loads it: search_throughput's parent 2.9 ->
+0.6 CPU-s to its config and record, measured 2026-12-03): the GPU image the benchmarks run on
+has no Pillow or matplotlib (see fetch_wheels.sh).
 """
 
 import datetime

@@ -7,7 +7,8 @@ empty compilation cache and the test suite's XLA flags (`tests/conftest.TEST_XLA
 --a's overrides, B with --b's (`benchmarks/recipes.py` syntax: key=value, comma-separated; ''
 = the config as it is). Both share the 2 cores, so both see the same machine speed: single
 sequential runs of one config here drifted by up to 25 %, two started together by < 1 %
-(docs/suite.md). Prints each side's wall and CPU seconds (the suite is CPU-bound: CPU decides).
+(docs/suite.md). Prints each side's wall seconds of `pipeline.run` and CPU seconds of its whole
+process, imports included (the suite is CPU-bound: CPU decides).
 Data: the simulator cache in --data_cache (rendered once, then shared).
 """
 

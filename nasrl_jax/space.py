@@ -7,7 +7,8 @@ decisions per layer, kernel first then filters: action 2i is layer i's kernel in
 filter index.
 
 JAX is imported only to sample: the architecture vocabulary (parsing, printing, counting) stays
-light for tools that only read results (benchmarks/summary.py, tests/test_imports.py checks it).
+light for processes that never train (benchmarks/search_throughput.py's parent;
+tests/test_imports.py checks it).
 """
 
 from __future__ import annotations

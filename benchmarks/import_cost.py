@@ -5,7 +5,7 @@
 Per run, every interpreter (this one and each --python) imports each target in a fresh process,
 one after the other, so all of them see the same machine speed (this machine's speed drifts by
 up to 2x within an hour: compare interpreters within one invocation, not across invocations).
-The CPU is the child's user + sys time from `os.wait4`. Targets: `import jax` and a first jnp op,
+The CPU is the child's user + sys time (`RUSAGE_CHILDREN` before and after it). Targets: `import jax` and a first jnp op,
 and `import nasrl_jax.pipeline` (what launch.py, the pipeline tests' workers and the notebook
 import first). Prints the median per interpreter and target with the interpreter's numpy and
 ml_dtypes versions, and writes --results_dir/import_cost.json.
@@ -14,6 +14,7 @@ ml_dtypes versions, and writes --results_dir/import_cost.json.
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,14 +31,13 @@ VERSIONS = ("import importlib.metadata as m, json; "
 def child_cpu(python: str, code: str) -> float:
   """User + sys CPU seconds of a fresh `python -c code` (run from the checkout)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-  proc = subprocess.Popen([python, "-c", code], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE)
-  _, status, usage = os.wait4(proc.pid, 0)
-  err = proc.stderr.read().decode(errors="replace")
-  proc.stderr.close()
-  if os.waitstatus_to_exitcode(status) != 0:
-    raise SystemExit(f"error: {python} -c {code!r} failed: {err.strip().splitlines()[-1:]}")
-  return usage.ru_utime + usage.ru_stime
+  before = resource.getrusage(resource.RUSAGE_CHILDREN)
+  out = subprocess.run([python, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                       check=False)
+  after = resource.getrusage(resource.RUSAGE_CHILDREN)  # run() waited: the child is counted.
+  if out.returncode != 0:
+    raise SystemExit(f"error: {python} -c {code!r} failed: {out.stderr.strip().splitlines()[-1:]}")
+  return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main(argv=None) -> dict:
